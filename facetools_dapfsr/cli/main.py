@@ -1,0 +1,48 @@
+"""Entry point of the ``dapfsr`` console script.
+
+Every subcommand is a module in this package with ``register(subparsers)`` which adds its parser
+and sets ``func`` (a callable taking the parsed namespace and returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from facetools_dapfsr import __version__
+
+# Subcommand modules, in the order ``--help`` lists them.
+SUBCOMMAND_MODULES: list[str] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="dapfsr",
+        description="DAP-FSR: super-resolve tiny, unaligned faces; adapt to a new domain from one exemplar.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(f"facetools_dapfsr.cli.{module_name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        # Expected failures (bad input, missing files) get one clear line, not a traceback.
+        print(f"dapfsr: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Hub-format checkpoints: ``config.json`` + ``model.safetensors``; strict loading, no pickle.
+
+A model whose decoder is the imported FFHQ prior does not store the prior's tensors: they come
+from the weights cache (``facetools_dapfsr.weights``), so a shipped model stays small.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from facetools_dapfsr.config import DAPFSRConfig, MobileStyleGANConfig
+from facetools_dapfsr.fileio import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    from facetools_dapfsr.models.dapfsr import DAPFSR
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+MAX_LISTED = 8  # names listed in an error before "and N more"
+
+
+def resolve_file(model_id_or_path: str | Path, filename: str, revision: str | None = None) -> Path:
+    """Path of ``filename`` in a local folder, or downloaded (and cached) from a Hub repo."""
+    local = Path(model_id_or_path)
+    if local.is_dir():
+        path = local / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"{local} has no {filename}")
+        return path
+    if local.suffix or str(model_id_or_path).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"no such model folder: {model_id_or_path}")
+    return Path(_hub_download(str(model_id_or_path), filename, revision))
+
+
+def _hub_download(repo_id: str, filename: str, revision: str | None) -> str:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision)
+    except HFValidationError as error:
+        raise FileNotFoundError(f"{repo_id!r} is neither a local folder nor a valid Hub repo id") from error
+    except RepositoryNotFoundError as error:
+        raise FileNotFoundError(f"Hub repository {repo_id!r} not found (or not accessible)") from error
+    except RevisionNotFoundError as error:
+        raise FileNotFoundError(f"revision {revision!r} not found in Hub repository {repo_id!r}") from error
+    # LocalEntryNotFoundError subclasses EntryNotFoundError: test it first.
+    except LocalEntryNotFoundError as error:
+        raise FileNotFoundError(
+            f"{filename} of {where} is not in the local Hub cache and the Hub cannot be reached "
+            "(HF_HUB_OFFLINE is set or the network is down)"
+        ) from error
+    except EntryNotFoundError as error:
+        raise FileNotFoundError(f"Hub repository {where} has no {filename}") from error
+
+
+def external_prefixes(config: DAPFSRConfig) -> tuple[str, ...]:
+    """State-dict prefixes whose tensors live in the weights cache, not in the checkpoint."""
+    return ("decoder.",) if isinstance(config.decoder, MobileStyleGANConfig) else ()
+
+
+def stored_state_dict(model: DAPFSR) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint of ``model`` holds."""
+    skip = external_prefixes(model.config)
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(skip)} if skip else model.state_dict()
+
+
+def save_model(model: DAPFSR, save_directory: str | Path) -> Path:
+    directory = Path(save_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in stored_state_dict(model).items()}
+    from facetools_dapfsr import __version__
+
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "facetools_dapfsr_version": __version__})
+    atomic_write_text(directory / CONFIG_NAME, model.config.to_json_string())
+    return directory
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, turning a truncated or corrupt file into a clear error."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path}: cannot read safetensors file (truncated or corrupt?): {error}") from error
+
+
+def check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a ValueError naming every missing, unexpected or mis-shaped tensor."""
+    problems = []
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = [
+        f"{name}: expected {tuple(expected[name].shape)}, got {tuple(found[name].shape)}"
+        for name in sorted(set(expected) & set(found))
+        if expected[name].shape != found[name].shape
+    ]
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if names:
+            listed = ", ".join(names[:MAX_LISTED])
+            more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
+            problems.append(f"{label} tensor(s): {listed}{more}")
+    if problems:
+        raise ValueError(f"{source} does not match the model config: " + "; ".join(problems))
+
+
+def load_model(cls: type[DAPFSR], model_id_or_path: str | Path, revision: str | None = None) -> DAPFSR:
+    config_path = resolve_file(model_id_or_path, CONFIG_NAME, revision)
+    config = DAPFSRConfig.from_json_file(config_path)
+    weights_path = resolve_file(model_id_or_path, WEIGHTS_NAME, revision)
+    tensors = read_safetensors(weights_path)
+    model = cls(config)
+    check_tensors(stored_state_dict(model), tensors, str(weights_path))
+    skip = external_prefixes(config)
+    if skip:
+        from facetools_dapfsr.models.mobilestylegan import MobileStyleGANDecoder
+
+        model.decoder = MobileStyleGANDecoder.from_weights_cache(config.decoder)
+    missing, unexpected = model.load_state_dict(tensors, strict=not skip)
+    assert not unexpected and all(name.startswith(skip) for name in missing)
+    return model.eval()
+
+
+def push_model(
+    model: DAPFSR,
+    repo_id: str,
+    *,
+    revision: str | None,
+    private: bool | None,
+    token: str | None,
+    commit_message: str,
+) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        save_model(model, folder)
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message
+        )
+    return str(commit)

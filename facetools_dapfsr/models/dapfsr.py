@@ -1,0 +1,147 @@
+"""The DAP-FSR model: encoder E + decoder G with manifold-preserving encoding (paper Eq. 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from facetools_dapfsr.config import DAPFSRConfig, DecoderConfig, MobileStyleGANConfig, StyleGAN2Config
+from facetools_dapfsr.models.decoder import Decoder
+from facetools_dapfsr.models.encoder import DAPFSREncoder
+
+# Input range tolerance: resampling (bicubic, antialiasing) overshoots [0, 1] slightly.
+RANGE_TOLERANCE = 1e-3
+
+
+def build_decoder(config: DecoderConfig) -> Decoder:
+    """Construct (without loading weights) the decoder a config names."""
+    if isinstance(config, StyleGAN2Config):
+        from facetools_dapfsr.models.stylegan2 import StyleGAN2Generator
+
+        return StyleGAN2Generator(config)
+    if isinstance(config, MobileStyleGANConfig):
+        from facetools_dapfsr.models.mobilestylegan import MobileStyleGANDecoder
+
+        return MobileStyleGANDecoder(config)
+    raise ValueError(f"unsupported decoder config {type(config).__name__}")
+
+
+class DAPFSR(nn.Module):
+    """Super-resolves tiny, unaligned faces: ``HR = G(mu_w + E(LR) * sigma_w)``.
+
+    Images are float tensors ``[B, 3, H, W]`` with values in ``[0, 1]``. The latent statistics
+    ``w_mu``/``w_sigma`` (per W dimension) are buffers saved with the weights; call
+    :meth:`refresh_latent_statistics` after changing the decoder.
+    """
+
+    def __init__(self, config: DAPFSRConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.decoder = build_decoder(config.decoder)
+        self.encoder = DAPFSREncoder(config.encoder, num_ws=self.decoder.num_ws, w_dim=self.decoder.w_dim)
+        self.register_buffer("w_mu", torch.zeros(self.decoder.w_dim))
+        self.register_buffer("w_sigma", torch.ones(self.decoder.w_dim))
+
+    # -- the network -----------------------------------------------------------------------
+    @property
+    def num_ws(self) -> int:
+        return self.decoder.num_ws
+
+    @property
+    def w_dim(self) -> int:
+        return self.decoder.w_dim
+
+    @torch.no_grad()
+    def refresh_latent_statistics(self, num_samples: int = 10_000, seed: int = 0) -> None:
+        """Set ``w_mu``/``w_sigma`` from the decoder's W space."""
+        mu, sigma = self.decoder.w_statistics(num_samples=num_samples, seed=seed)
+        self.w_mu.copy_(mu)
+        self.w_sigma.copy_(sigma)
+
+    def encode(self, lr: torch.Tensor) -> torch.Tensor:
+        """LR faces ``[B, 3, lr, lr]`` -> W+ codes ``[B, num_ws, w_dim]`` (Eq. 2)."""
+        self._check_image(lr, self.config.lr_size, "lr")
+        return self.w_mu + self.encoder(lr) * self.w_sigma
+
+    def decode(self, ws: torch.Tensor) -> torch.Tensor:
+        """W+ codes ``[B, num_ws, w_dim]`` -> HR faces ``[B, 3, hr, hr]`` (not clamped)."""
+        if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):
+            got = tuple(ws.shape) if isinstance(ws, torch.Tensor) else type(ws).__name__
+            raise ValueError(f"expected W+ codes of shape [B, {self.num_ws}, {self.w_dim}], got {got}")
+        return self.decoder.synthesis(ws)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        """Training-time forward: differentiable, not clamped."""
+        return self.decode(self.encode(lr))
+
+    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
+        """Super-resolve aligned-ish LR faces.
+
+        Args:
+            lr: float tensor ``[B, 3, lr_size, lr_size]`` with values in ``[0, 1]``.
+        Returns:
+            ``[B, 3, hr_size, hr_size]`` in ``[0, 1]``.
+        Raises:
+            ValueError: wrong type, dtype, shape or value range.
+        """
+        self._check_image(lr, self.config.lr_size, "lr")
+        low, high = float(lr.min()), float(lr.max())
+        if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+            raise ValueError(
+                f"expected lr values in [0, 1], got [{low:.3g}, {high:.3g}]; "
+                "convert uint8 images with .float() / 255"
+            )
+        with torch.no_grad():
+            return self.forward(lr.clamp(0, 1)).clamp(0, 1)
+
+    @staticmethod
+    def _check_image(image: torch.Tensor, size: int, name: str) -> None:
+        if not isinstance(image, torch.Tensor):
+            raise ValueError(f"expected {name} to be a torch.Tensor, got {type(image).__name__}")
+        if not image.is_floating_point():
+            raise ValueError(
+                f"expected {name} to be a float tensor (float32, float16 or bfloat16) in [0, 1], "
+                f"got dtype {image.dtype}; convert uint8 images with .float() / 255"
+            )
+        if image.ndim != 4 or image.shape[1] != 3 or tuple(image.shape[2:]) != (size, size):
+            raise ValueError(f"expected {name} of shape [B, 3, {size}, {size}], got {tuple(image.shape)}")
+        if image.shape[0] == 0:
+            raise ValueError(f"expected {name} to hold at least one image, got an empty batch")
+        if not torch.isfinite(image).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+
+    # -- Hub format (see facetools_dapfsr.hub.checkpoint) ---------------------------------
+    def save_pretrained(self, save_directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` to ``save_directory``."""
+        from facetools_dapfsr.hub.checkpoint import save_model
+
+        return save_model(self, save_directory)
+
+    @classmethod
+    def from_pretrained(cls, model_id_or_path: str | Path, revision: str | None = None) -> DAPFSR:
+        """Load a model from a local folder or a Hub repository (strict; never unpickles).
+
+        Hub downloads go through ``huggingface_hub`` (cache, ``HF_HUB_OFFLINE=1``,
+        ``HF_ENDPOINT``). The returned model is in eval mode.
+        """
+        from facetools_dapfsr.hub.checkpoint import load_model
+
+        return load_model(cls, model_id_or_path, revision=revision)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        revision: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload DAP-FSR model",
+    ) -> str:
+        """Upload ``config.json`` + ``model.safetensors`` to a Hub model repo; returns the commit URL."""
+        from facetools_dapfsr.hub.checkpoint import push_model
+
+        return push_model(
+            self, repo_id, revision=revision, private=private, token=token, commit_message=commit_message
+        )
