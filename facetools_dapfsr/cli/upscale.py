@@ -1,0 +1,163 @@
+"""``dapfsr upscale``: upscale photos and replace their faces with super-resolved ones.
+
+Run it as is, or under ``accelerate launch`` to spread a large archive over processes, GPUs and
+machines (each photo is processed once; the main process writes one merged report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from facetools_dapfsr.pipeline.config import PipelineConfig
+
+EPILOG = """\
+examples:
+  dapfsr upscale group.jpg -o group_x4.png --model ./my-model
+  dapfsr upscale photos/ 'more/*.jpg' -o out/ --model org/dapfsr --scale 8 --report out/report.json
+  accelerate launch --multi_gpu --num_processes 2 -m facetools_dapfsr.cli.main \
+      upscale archive/ -o out/ --model ./my-model --report out/report.json
+
+exit status: 0 when every photo was written, 1 when any photo failed (each is named in the
+report and on stderr), 2 for errors that stop the run (no model, bad options).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "upscale",
+        help="upscale photos and super-resolve their faces",
+        description=(
+            "Upscale whole photos by --scale (the background is resampled) and replace every\n"
+            "detected face with its DAP-FSR super-resolved version."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="photo files, folders or glob patterns")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output folder (or a file name when there is a single input)",
+    )
+    parser.add_argument("--model", help="DAP-FSR model: local folder or Hub model id")
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
+    parser.add_argument("--adapter", help="domain adapter to load into the model (folder or Hub id)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--min-face-size",
+        type=float,
+        default=10.0,
+        help="smallest face height to detect, in input pixels (default: %(default)s)",
+    )
+    parser.add_argument("--scale", type=float, default=4.0, help="upscaling factor of the photo (default: %(default)s)")
+    parser.add_argument(
+        "--save-faces", type=Path, metavar="DIR", help="also save each face's LR crop and SR result here"
+    )
+    parser.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report of the run")
+    parser.add_argument("--detector", default="mtcnn", help="detect stage by name (default: %(default)s)")
+    parser.add_argument("--aligner", default="template", help="align stage by name (default: %(default)s)")
+    parser.add_argument("--super-resolver", default="dapfsr", help="super_resolve stage by name (default: %(default)s)")
+    parser.add_argument("--post", default="paste", help="comma-separated post stages by name (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import pluggy
+    from tqdm import tqdm
+
+    from facetools_dapfsr.pipeline.batch import build_report, process_job, write_json_atomic
+    from facetools_dapfsr.pipeline.inputs import Job, collect_inputs, plan_jobs
+    from facetools_dapfsr.pipeline.manager import PluginError
+    from facetools_dapfsr.pipeline.pipeline import FacePipeline
+    from facetools_dapfsr.pipeline.sharding import open_shard
+
+    started = time.perf_counter()
+    config = PipelineConfig(
+        detector=args.detector,
+        aligner=args.aligner,
+        super_resolver=args.super_resolver,
+        post_processors=tuple(name.strip() for name in args.post.split(",") if name.strip()),
+        scale=args.scale,
+        min_face_size=args.min_face_size,
+        batch_size=args.batch_size,
+        model=args.model,
+        revision=args.revision,
+        adapter=args.adapter,
+    )
+    shard = open_shard(args.device)
+    config.device = shard.device
+
+    # Every process expands the same inputs in the same order, so they agree on the jobs.
+    files, unmatched = collect_inputs(args.inputs)
+    jobs = plan_jobs(files, args.output)
+    for offset, spec in enumerate(unmatched):
+        jobs.append(
+            Job(
+                index=len(files) + offset, input=Path(spec), output=None, error=f"{spec}: no such file or pattern match"
+            )
+        )
+    if not jobs:
+        raise FileNotFoundError("no input photos")
+
+    try:
+        pipeline = FacePipeline.from_config(config)
+    except pluggy.PluginValidationError as error:
+        # An installed plugin implements a hook that does not exist (often a misspelling).
+        raise PluginError(f"invalid facetools plugin: {error}") from error
+    mine = shard.take(jobs)
+    records = []
+    progress = tqdm(
+        mine, desc="upscale", unit="photo", disable=args.no_progress or not shard.is_local_main, file=sys.stderr
+    )
+    for job in progress:
+        record = process_job(pipeline, job, save_faces=args.save_faces, rank=shard.rank)
+        if record["status"] != "ok":
+            # Errors usually name the file already; name it once either way.
+            message = record["error"] if record["input"] in record["error"] else f"{record['input']}: {record['error']}"
+            progress.write(f"dapfsr: failed: {message}", file=sys.stderr)
+        records.append(record)
+    progress.close()
+
+    everything = shard.gather(records)
+    failed = [record for record in everything if record["status"] != "ok"]
+    if shard.is_main:
+        if args.report is not None:
+            report = build_report(everything, _settings(args, config), shard.world_size, time.perf_counter() - started)
+            write_json_atomic(report, args.report)
+        faces = sum(len(record.get("faces", [])) for record in everything)
+        print(
+            f"upscaled {len(everything) - len(failed)} of {len(everything)} photos ({faces} faces) "
+            f"x{config.scale:g} -> {args.output}" + (f"; {len(failed)} failed" if failed else ""),
+            file=sys.stderr,
+        )
+    shard.finish()
+    return 1 if failed else 0
+
+
+def _settings(args: argparse.Namespace, config: PipelineConfig) -> dict[str, Any]:
+    return {
+        "inputs": list(args.inputs),
+        "output": str(args.output),
+        "model": None if config.model is None else str(config.model),
+        "revision": config.revision,
+        "adapter": None if config.adapter is None else str(config.adapter),
+        "device": config.device,
+        "scale": config.scale,
+        "min_face_size": config.min_face_size,
+        "batch_size": config.batch_size,
+        "stages": {
+            "detect": config.detector,
+            "align": config.aligner,
+            "super_resolve": config.super_resolver,
+            "post": list(config.post_processors),
+        },
+        "save_faces": None if args.save_faces is None else str(args.save_faces),
+    }

@@ -1,0 +1,114 @@
+"""Running the pipeline over files: one record per photo, failures recorded instead of raised."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from facetools_dapfsr.pipeline.inputs import Job
+from facetools_dapfsr.pipeline.io import ImageReadError, read_image, save_image
+from facetools_dapfsr.pipeline.pipeline import FacePipeline, StageError
+
+REPORT_FORMAT = "dapfsr-upscale-report"
+REPORT_VERSION = 1
+
+
+def process_job(pipeline: FacePipeline, job: Job, save_faces: Path | None = None, rank: int = 0) -> dict[str, Any]:
+    """Upscale one photo file; never raises for a bad photo or a failing stage.
+
+    Returns:
+        A JSON-ready record: ``status`` is ``ok`` or ``failed``; failures carry ``error`` and
+        ``step`` (``input``, ``read``, ``<kind>:<stage>`` or ``write``).
+    """
+    record: dict[str, Any] = {
+        "index": job.index,
+        "input": str(job.input),
+        "output": str(job.output) if job.output else None,
+        "process": rank,
+        "status": "failed",
+    }
+    started = time.perf_counter()
+    step = "input"
+    try:
+        if job.error is not None:
+            record.update(step="input", error=job.error)
+            return record
+        step = "read"
+        loaded = read_image(job.input)
+        record.update(
+            mode=loaded.mode,
+            exif_transposed=loaded.exif_transposed,
+            input_size=[int(loaded.image.shape[2]), int(loaded.image.shape[1])],
+        )
+        result = pipeline(loaded.image, source=str(job.input))
+        step = "write"
+        save_image(result.composite, job.output, grey=loaded.is_grey)
+        face_records = [face.to_record() for face in result.faces]
+        if save_faces is not None:
+            for i, (face, face_record) in enumerate(zip(result.faces, face_records, strict=True)):
+                stem = f"{job.output.stem}_face{i:02d}"
+                face_record["lr_file"] = str(save_image(face.lr_face, save_faces / f"{stem}_lr.png"))
+                face_record["sr_file"] = str(save_image(face.sr_face, save_faces / f"{stem}_sr.png"))
+        record.update(
+            status="ok",
+            output_size=[int(result.composite.shape[2]), int(result.composite.shape[1])],
+            faces=face_records,
+            timings={name: round(seconds, 4) for name, seconds in result.timings.items()},
+        )
+    except ImageReadError as error:
+        record.update(step="read", error=str(error))
+    except StageError as error:
+        record.update(step=f"{error.kind}:{error.name}", error=str(error))
+    except (OSError, ValueError, RuntimeError, MemoryError) as error:
+        record.update(step=step, error=f"{type(error).__name__}: {error}")
+    finally:
+        record["seconds"] = round(time.perf_counter() - started, 4)
+    return record
+
+
+def build_report(
+    records: Sequence[dict[str, Any]], settings: dict[str, Any], num_processes: int, wall_seconds: float
+) -> dict[str, Any]:
+    """The run report: settings, a summary and the records ordered as the inputs were given."""
+    images = sorted(records, key=lambda record: record["index"])
+    ok = [record for record in images if record["status"] == "ok"]
+    return {
+        "format": REPORT_FORMAT,
+        "version": REPORT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": settings,
+        "num_processes": num_processes,
+        "summary": {
+            "images": len(images),
+            "succeeded": len(ok),
+            "failed": len(images) - len(ok),
+            "faces": sum(len(record.get("faces", [])) for record in ok),
+            "wall_seconds": round(wall_seconds, 3),
+        },
+        "images": images,
+    }
+
+
+def write_json_atomic(data: Any, path: str | os.PathLike[str]) -> Path:
+    """Write JSON through a temporary file in the same folder, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=2)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,76 @@
+"""Configuration of the detect -> upscale pipeline (plain dataclasses)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class MTCNNOptions:
+    """Tuning of the built-in ``mtcnn`` detector for tiny faces."""
+
+    detect_face_size: float = 20.0
+    """The photo is upsampled (bicubic) so that the smallest wanted face is at least this tall
+    before MTCNN runs: its refinement networks work on 24 and 48 px crops and miss faces that
+    are only 10 px tall in the photo itself."""
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    """P-Net, R-Net and O-Net thresholds (MTCNN's defaults)."""
+    factor: float = 0.709
+    """Scale step of MTCNN's image pyramid."""
+    min_score: float = 0.9
+    """Detections below this final score are dropped (tiny-face upsampling finds some texture
+    that scores 0.7-0.85)."""
+    max_side: int = 1600
+    """Largest side, in detection pixels (after upsampling), MTCNN sees at once. Larger photos
+    are detected in overlapping tiles plus one pass on a downscaled copy for big faces, so that
+    memory stays bounded."""
+
+
+@dataclass
+class PasteOptions:
+    """Blending of the super-resolved faces into the upscaled photo (built-in ``paste``)."""
+
+    feather: float = 0.2
+    """Width of the soft edge of the blending mask, as a fraction of the face crop's half side."""
+    exponent: float = 4.0
+    """Shape of the mask: 2 is an ellipse, larger values approach the full square crop."""
+
+
+@dataclass
+class PipelineConfig:
+    """Which stages run (by registered name) and the settings they share."""
+
+    detector: str = "mtcnn"
+    aligner: str = "template"
+    super_resolver: str = "dapfsr"
+    post_processors: tuple[str, ...] = ("paste",)
+
+    scale: float = 4.0
+    """Upscaling factor of the whole photo (the background is resampled, faces replaced)."""
+    min_face_size: float = 10.0
+    """Smallest face height, in pixels of the input photo, that the detector looks for."""
+    device: str = "cpu"
+    batch_size: int = 32
+    """Faces super-resolved per forward pass."""
+
+    model: str | os.PathLike[str] | Any | None = None
+    """The super-resolution model: a local folder or Hub id for ``DAPFSR.from_pretrained``, or
+    an already built ``DAPFSR`` instance."""
+    revision: str | None = None
+    adapter: str | os.PathLike[str] | None = None
+
+    mtcnn: MTCNNOptions = field(default_factory=MTCNNOptions)
+    paste: PasteOptions = field(default_factory=PasteOptions)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Free-form options for third-party stages, keyed by stage name."""
+
+    def __post_init__(self) -> None:
+        self.post_processors = tuple(self.post_processors)
+        if self.scale <= 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
+        if self.min_face_size <= 0:
+            raise ValueError(f"min_face_size must be positive, got {self.min_face_size}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")

@@ -1,0 +1,131 @@
+"""Reading photos robustly and writing results atomically.
+
+Every photo enters the pipeline as a float tensor ``[3, H, W]`` in ``[0, 1]``, whatever it was
+on disk: EXIF orientation applied; grey, palette, CMYK and 16-bit data converted to RGB;
+transparency composited over white (output formats such as JPEG cannot hold it).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+JPEG_QUALITY = 95
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as a photo (corrupt, empty, unsupported)."""
+
+
+@dataclass
+class LoadedImage:
+    image: torch.Tensor
+    """``[3, H, W]`` float32 in ``[0, 1]``, upright."""
+    mode: str
+    """Pillow mode of the file (``RGB``, ``L``, ``I;16``, ``RGBA``...)."""
+    exif_transposed: bool
+    """Whether an EXIF orientation tag rotated or flipped the pixels."""
+
+    @property
+    def is_grey(self) -> bool:
+        return self.mode in GREY_MODES
+
+
+def read_image(path: str | os.PathLike[str]) -> LoadedImage:
+    """Read a photo file.
+
+    Raises:
+        ImageReadError: the file is missing, empty, corrupt or not an image format Pillow reads.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: empty file")
+        with Image.open(path) as opened:
+            mode = opened.mode
+            upright = ImageOps.exif_transpose(opened)
+            exif_transposed = _has_orientation(opened)
+            upright.load()  # decode now so that truncated files fail here, inside the try
+            image = to_rgb_tensor(upright)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not a supported image format") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageReadError(f"{path}: cannot read image ({error})") from None
+    return LoadedImage(image=image, mode=mode, exif_transposed=exif_transposed)
+
+
+def _has_orientation(image: Image.Image) -> bool:
+    orientation = image.getexif().get(0x0112, 1)
+    return orientation not in (None, 1)
+
+
+def to_rgb_tensor(image: Image.Image) -> torch.Tensor:
+    """Any Pillow image -> ``[3, H, W]`` float32 in ``[0, 1]``."""
+    mode = image.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 16-bit (PNG, TIFF) or float grey: keep the precision instead of truncating to 8 bits.
+        grey = torch.from_numpy(np.asarray(image, dtype=np.float32))
+        grey = grey if mode == "F" else grey / 65535.0
+        return grey.clamp_(0, 1).expand(3, -1, -1).contiguous()
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    # Convert from 8 bits channel by channel: the float copy is the only full-size float buffer,
+    # which matters for very large photos.
+    pixels = torch.from_numpy(np.array(image.convert("RGB")))  # [H, W, 3] uint8, writable
+    result = torch.empty(3, *pixels.shape[:2], dtype=torch.float32)
+    for channel in range(3):
+        result[channel].copy_(pixels[..., channel]).div_(255.0)
+    return result
+
+
+def writable_suffix(suffix: str) -> str:
+    """``suffix`` if Pillow can write that format, else ``.png``."""
+    extensions = Image.registered_extensions()
+    fmt = extensions.get(suffix.lower())
+    if fmt is not None and fmt in Image.SAVE and fmt in ("JPEG", "PNG", "WEBP", "TIFF", "BMP"):
+        return suffix
+    return ".png"
+
+
+def save_image(image: torch.Tensor, path: str | os.PathLike[str], grey: bool = False) -> Path:
+    """Write a uint8 ``[3, H, W]`` (or float in ``[0, 1]``) image atomically.
+
+    The pixels go to a temporary file in the target folder which then replaces ``path`` in one
+    step, so readers never see a half-written file and a failed write leaves nothing behind.
+    The format follows the suffix (``.png`` when Pillow cannot write it).
+    """
+    path = Path(path)
+    if image.is_floating_point():
+        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    # One Pillow band per channel straight from the [C, H, W] rows (no interleaved copy).
+    channels = [Image.fromarray(channel.numpy()) for channel in image.detach().cpu().contiguous()]
+    pil = channels[0] if len(channels) == 1 else Image.merge("RGB", channels)
+    if grey:
+        pil = pil.convert("L")  # luminance, for photos that were grey on the way in
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    options = {"quality": JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            pil.save(stream, format=fmt, **options)
+            stream.flush()
+            os.fsync(stream.fileno())
+        # mkstemp creates owner-only files; outputs are ordinary, readable files.
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

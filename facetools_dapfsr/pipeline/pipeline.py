@@ -1,0 +1,168 @@
+"""``FacePipeline``: detect -> align -> super-resolve -> upscale photo -> post-process (paste)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+import torch
+
+from facetools_dapfsr.pipeline.config import PipelineConfig
+from facetools_dapfsr.pipeline.manager import StageRegistry, make_plugin_manager
+from facetools_dapfsr.pipeline.resample import output_size, resample_image
+from facetools_dapfsr.pipeline.results import FaceResult, ImageResult
+from facetools_dapfsr.pipeline.stages import ALIGN, DETECT, POST, SUPER_RESOLVE
+
+
+class StageError(RuntimeError):
+    """A stage failed on one photo; ``__cause__`` holds the original error."""
+
+    def __init__(self, kind: str, name: str, source: str, error: BaseException) -> None:
+        super().__init__(f"{kind} stage {name!r} failed on {source}: {type(error).__name__}: {error}")
+        self.kind = kind
+        self.name = name
+        self.source = source
+        self.error = error
+
+
+@dataclass
+class Stage:
+    """A built stage with the name it was registered under."""
+
+    kind: str
+    name: str
+    impl: Any
+
+
+def _as_stage(kind: str, stage: Stage | Any) -> Stage:
+    if isinstance(stage, Stage):
+        return stage
+    return Stage(kind, type(stage).__name__, stage)
+
+
+class FacePipeline:
+    """Chains one detector, one aligner, one super-resolver and any post-processors.
+
+    Build it from a configuration (stages chosen by name among those the plugins register)
+    with :meth:`from_config`, or directly from stage objects.
+    """
+
+    def __init__(
+        self,
+        detector: Stage | Any,
+        aligner: Stage | Any,
+        super_resolver: Stage | Any,
+        post_processors: Sequence[Stage | Any] = (),
+        *,
+        scale: float = 4.0,
+        hook: pluggy.HookRelay | None = None,
+    ) -> None:
+        """
+        Args:
+            detector, aligner, super_resolver, post_processors: stage objects (see
+                :mod:`facetools_dapfsr.pipeline.stages` for what each must provide), or
+                :class:`Stage` records naming them for the observers.
+            scale: upscaling factor of the whole photo.
+            hook: a plugin manager's ``hook`` relay; its ``before_stage``, ``after_stage`` and
+                ``on_stage_error`` observers are called around every stage. ``None``: no observers.
+        """
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.detector = _as_stage(DETECT, detector)
+        self.aligner = _as_stage(ALIGN, aligner)
+        self.super_resolver = _as_stage(SUPER_RESOLVE, super_resolver)
+        self.post_processors = [_as_stage(POST, stage) for stage in post_processors]
+        self.scale = float(scale)
+        self.hook = hook
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, plugin_manager: pluggy.PluginManager | None = None) -> FacePipeline:
+        """Build the stages ``config`` names from the registered plugins.
+
+        ``plugin_manager`` defaults to :func:`~facetools_dapfsr.pipeline.manager.make_plugin_manager`
+        (installed plugins plus the built-ins).
+        """
+        manager = plugin_manager or make_plugin_manager()
+        registry = StageRegistry.from_plugin_manager(manager)
+
+        def build(kind: str, name: str) -> Stage:
+            return Stage(kind, name, registry.build(kind, name, config))
+
+        return cls(
+            detector=build(DETECT, config.detector),
+            aligner=build(ALIGN, config.aligner),
+            super_resolver=build(SUPER_RESOLVE, config.super_resolver),
+            post_processors=[build(POST, name) for name in config.post_processors],
+            scale=config.scale,
+            hook=manager.hook,
+        )
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [self.detector, self.aligner, self.super_resolver, *self.post_processors]
+
+    def __call__(self, image: torch.Tensor, source: str = "<image>") -> ImageResult:
+        """Process one photo.
+
+        Args:
+            image: ``[3, H, W]`` float tensor in ``[0, 1]``.
+            source: label used in results, reports and errors (usually the file path).
+        Raises:
+            StageError: a stage failed (after the ``on_stage_error`` observers ran).
+        """
+        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
+            raise ValueError(f"expected a float image [3, H, W] in [0, 1], got {tuple(image.shape)} {image.dtype}")
+        result = ImageResult(source=source, image=image, scale=self.scale)
+        self._run(self.detector, result, self._detect)
+        self._run(self.aligner, result, self._align)
+        self._run(self.super_resolver, result, self._super_resolve)
+        started = time.perf_counter()
+        result.composite = resample_image(image, output_size(result.input_size, self.scale))
+        result.timings["resample"] = time.perf_counter() - started
+        for stage in self.post_processors:
+            self._run(stage, result, stage.impl.process)
+        return result
+
+    # Each step stores its output in the result before the after_stage observers see it.
+    def _detect(self, result: ImageResult) -> None:
+        result.faces = [FaceResult(detection=d) for d in self.detector.impl.detect(result.image)]
+
+    def _align(self, result: ImageResult) -> None:
+        detections = [face.detection for face in result.faces]
+        size = self.super_resolver.impl.lr_size
+        faces, valid, matrices = self.aligner.impl.align(result.image, detections, size)
+        if len(faces) != len(detections):
+            raise ValueError(f"aligner returned {len(faces)} crops for {len(detections)} faces")
+        for i, face in enumerate(result.faces):
+            face.lr_face, face.lr_valid, face.matrix = faces[i], valid[i], matrices[i]
+
+    def _super_resolve(self, result: ImageResult) -> None:
+        size = self.super_resolver.impl.lr_size
+        faces = (
+            torch.stack([face.lr_face for face in result.faces])
+            if result.faces
+            else result.image.new_zeros(0, 3, size, size)
+        )
+        sr_faces = self.super_resolver.impl.super_resolve(faces)
+        if len(sr_faces) != len(result.faces):
+            raise ValueError(f"super-resolver returned {len(sr_faces)} faces for {len(result.faces)} inputs")
+        for face, sr_face in zip(result.faces, sr_faces, strict=True):
+            face.sr_face = sr_face
+
+    def _run(self, stage: Stage, result: ImageResult, step: Callable[[ImageResult], None]) -> None:
+        """Run one stage with the observers around it; errors become :class:`StageError`."""
+        if self.hook is not None:
+            self.hook.before_stage(kind=stage.kind, name=stage.name, item=result)
+        started = time.perf_counter()
+        try:
+            step(result)
+        except Exception as error:
+            if self.hook is not None:
+                self.hook.on_stage_error(kind=stage.kind, name=stage.name, item=result, error=error)
+            raise StageError(stage.kind, stage.name, result.source, error) from error
+        result.timings[f"{stage.kind}:{stage.name}"] = time.perf_counter() - started
+        if self.hook is not None:
+            self.hook.after_stage(kind=stage.kind, name=stage.name, item=result)

@@ -1,0 +1,88 @@
+"""What the pipeline produces: detections, per-face results and per-photo results.
+
+Conventions: photos are float tensors ``[3, H, W]`` in ``[0, 1]``; the composite is a uint8
+tensor ``[3, H', W']`` (a quarter of the memory of float, which matters for large photos);
+coordinates are ``(x, y)`` pixels of the input photo with pixel centres at integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Detection:
+    """One face found by a detector, in input-photo pixel coordinates."""
+
+    box: np.ndarray
+    """``[4]`` float: x1, y1, x2, y2."""
+    landmarks: np.ndarray
+    """``[5, 2]`` float: left eye, right eye, nose tip, left and right mouth corners."""
+    score: float
+
+
+@dataclass
+class FaceResult:
+    """One face through the pipeline."""
+
+    detection: Detection
+    lr_face: torch.Tensor | None = None
+    """``[3, lr, lr]`` float crop given to the super-resolver."""
+    lr_valid: torch.Tensor | None = None
+    """``[1, lr, lr]``: 1 where the crop came from inside the photo, 0 where it is padding."""
+    matrix: np.ndarray | None = None
+    """``[2, 3]`` affine mapping input-photo pixels to ``lr_face`` pixels."""
+    sr_face: torch.Tensor | None = None
+    """``[3, hr, hr]`` float super-resolved face."""
+
+    @property
+    def box(self) -> np.ndarray:
+        return self.detection.box
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        return self.detection.landmarks
+
+    @property
+    def score(self) -> float:
+        return self.detection.score
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-ready summary (no pixels)."""
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+            "score": round(float(self.score), 4),
+        }
+
+
+@dataclass
+class ImageResult:
+    """One photo through the pipeline; stages fill it in, observers read it."""
+
+    source: str
+    """Where the photo came from (a path, or a caller-chosen label)."""
+    image: torch.Tensor
+    """``[3, H, W]`` float input photo in ``[0, 1]``."""
+    scale: float
+    faces: list[FaceResult] = field(default_factory=list)
+    composite: torch.Tensor | None = None
+    """``[3, H', W']`` uint8 upscaled photo with the faces replaced."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent per stage (``kind:name``)."""
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the input photo."""
+        return int(self.image.shape[1]), int(self.image.shape[2])
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the composite."""
+        from facetools_dapfsr.pipeline.resample import output_size
+
+        return output_size(self.input_size, self.scale)

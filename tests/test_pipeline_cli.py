@@ -1,0 +1,295 @@
+"""``dapfsr upscale`` end to end: mixed and broken inputs, reports, and sharding under
+``accelerate launch`` (two real processes talking over gloo)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facetools_dapfsr import DAPFSR, DAPFSRConfig
+from facetools_dapfsr.cli.main import main
+from facetools_dapfsr.pipeline.manager import DISABLE_AUTOLOAD_ENV
+
+ORIENTATION = 0x0112
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight model in the Hub format (the CLI loads it like any model)."""
+    torch.manual_seed(0)
+    return DAPFSR(DAPFSRConfig.tiny()).save_pretrained(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def group_photo(data_dir: Path) -> Image.Image:
+    """The six-face group photo, 8x smaller: faces about 15 px tall."""
+    image = Image.open(data_dir / "photos" / "t1.jpg").convert("RGB")
+    return image.resize((image.width // 8, image.height // 8), Image.LANCZOS)
+
+
+@pytest.fixture
+def album(tmp_path, group_photo) -> Path:
+    """A folder of photos in awkward formats, plus broken files."""
+    folder = tmp_path / "album"
+    folder.mkdir()
+    group_photo.save(folder / "colour.jpg", quality=95)
+    group_photo.convert("L").save(folder / "grey.png")
+    deep = (np.asarray(group_photo.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(deep).save(folder / "deep16.png")
+    rgba = group_photo.convert("RGBA")
+    rgba.putalpha(255)
+    rgba.save(folder / "alpha.png")
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    group_photo.transpose(Image.Transpose.ROTATE_90).save(folder / "sideways.jpg", exif=exif, quality=95)
+    # No face: a patch of the table.
+    group_photo.crop((40, 85, 120, 110)).save(folder / "table.png")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "broken.jpg").write_bytes((folder / "colour.jpg").read_bytes()[:700])
+    (folder / "fake.png").write_bytes(b"this is text")
+    return folder
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(autouse=True)
+def no_plugin_autoload(monkeypatch):
+    # Only the built-in stages: other plugins installed on the machine must not change results.
+    monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
+
+
+def test_upscale_mixed_album(album, model_dir, tmp_path, group_photo, capsys):
+    before = digest(album)
+    out = tmp_path / "out"
+    report_path = tmp_path / "report.json"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    status = main(
+        [
+            "upscale",
+            str(album),
+            str(notes),
+            "-o",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--scale",
+            "3",
+            "--device",
+            "cpu",
+            "--report",
+            str(report_path),
+            "--save-faces",
+            str(tmp_path / "faces"),
+            "--no-progress",
+        ]
+    )
+    assert status == 1  # some inputs failed
+    stderr = capsys.readouterr().err
+    report = json.loads(report_path.read_text())
+    records = {Path(r["input"]).name: r for r in report["images"]}
+    failed = {name for name, r in records.items() if r["status"] == "failed"}
+    assert failed == {"empty.jpg", "broken.jpg", "fake.png", "notes.txt"}
+    for name in failed:
+        assert records[name]["step"] == "read" and name in stderr
+    assert report["summary"] == {**report["summary"], "images": 10, "succeeded": 6, "failed": 4}
+
+    width, height = group_photo.size
+    for name in ("colour.jpg", "grey.png", "deep16.png", "alpha.png", "sideways.jpg"):
+        record = records[name]
+        assert record["status"] == "ok", record
+        assert record["input_size"] == [width, height]  # sideways.jpg is upright after EXIF
+        assert record["output_size"] == [width * 3, height * 3]
+        assert Image.open(record["output"]).size == (width * 3, height * 3)
+        minimum = 6 if name in ("colour.jpg", "alpha.png", "sideways.jpg") else 5  # grey is harder
+        assert len(record["faces"]) >= minimum, (name, len(record["faces"]))
+        for face in record["faces"]:
+            assert Path(face["sr_file"]).is_file() and Image.open(face["sr_file"]).size == (32, 32)
+            assert Image.open(face["lr_file"]).size == (16, 16)
+    assert records["sideways.jpg"]["exif_transposed"] is True
+    assert Image.open(records["grey.png"]["output"]).mode == "L"
+    assert records["table.png"]["status"] == "ok" and records["table.png"]["faces"] == []
+    assert Image.open(records["table.png"]["output"]).size == (240, 75)
+
+    assert digest(album) == before  # inputs untouched
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert report["settings"]["scale"] == 3 and report["num_processes"] == 1
+
+
+def test_missing_model_is_a_clear_error(album, tmp_path, capsys):
+    status = main(["upscale", str(album / "colour.jpg"), "-o", str(tmp_path / "out")])
+    assert status == 2
+    assert "no super-resolution model given: pass --model" in capsys.readouterr().err
+
+
+def test_adapter_option_reaches_the_model(album, model_dir, tmp_path, capsys):
+    missing = tmp_path / "no-such-adapter"
+    status = main(
+        [
+            "upscale",
+            str(album / "colour.jpg"),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(model_dir),
+            "--adapter",
+            str(missing),
+        ]
+    )
+    assert status == 2
+    error = capsys.readouterr().err
+    if hasattr(DAPFSR, "load_adapter"):
+        assert "no-such-adapter" in error  # the model tried to load it and said which one failed
+    else:
+        assert "does not support adapters yet" in error
+
+
+def test_output_never_overwrites_the_input(album, model_dir, capsys):
+    source = album / "colour.jpg"
+    before = source.read_bytes()
+    status = main(["upscale", str(source), "-o", str(source), "--model", str(model_dir), "--no-progress"])
+    assert status == 1
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+def test_single_file_output_and_glob_inputs(album, model_dir, tmp_path):
+    target = tmp_path / "big.png"
+    assert (
+        main(["upscale", str(album / "table.png"), "-o", str(target), "--model", str(model_dir), "--no-progress"]) == 0
+    )
+    assert Image.open(target).size == (320, 100)
+    out = tmp_path / "globbed"
+    assert main(["upscale", str(album / "t*.png"), "-o", str(out), "--model", str(model_dir), "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["table.png"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_shards_inputs_across_processes(album, model_dir, tmp_path):
+    """Two processes (gloo on CPU): each photo processed exactly once, one merged report."""
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("the accelerate command is not installed")
+    out = tmp_path / "out"
+    report_path = tmp_path / "report.json"
+    env = {**os.environ, DISABLE_AUTOLOAD_ENV: "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "facetools_dapfsr.cli.main",
+        "upscale",
+        str(album),
+        "-o",
+        str(out),
+        "--model",
+        str(model_dir),
+        "--device",
+        "cpu",
+        "--scale",
+        "2",
+        "--report",
+        str(report_path),
+        "--no-progress",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0  # the album holds broken files
+    assert report_path.is_file(), done.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["num_processes"] == 2
+    images = report["images"]
+    names = sorted(p.name for p in album.iterdir())
+    assert sorted(Path(r["input"]).name for r in images) == names  # each input exactly once
+    assert [r["index"] for r in images] == list(range(len(names)))
+    assert {r["process"] for r in images} == {0, 1}
+    assert report["summary"]["failed"] == 3 and report["summary"]["succeeded"] == len(names) - 3
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        Path(r["output"]).name for r in images if r["status"] == "ok"
+    )
+    assert done.stderr.count("upscaled 6 of 9 photos") == 1  # one summary, from the main process
+
+
+MEASURE_PEAK_MEMORY = """
+import json, resource, sys
+from facetools_dapfsr.cli.main import main
+import facetools_dapfsr.pipeline.detect_mtcnn, facenet_pytorch  # imports count as baseline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+status = main(sys.argv[1:])
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"status": status, "peak_increase_bytes": (after - before) * 1024}))
+"""
+
+
+@pytest.mark.slow
+def test_large_photo_is_processed_in_bounded_memory(data_dir, model_dir, tmp_path):
+    """A 2400 px photo upscaled 2x: detection runs in tiles and the background in bands, so
+    the peak memory stays within a small multiple of the unavoidable buffers (the float input
+    and the uint8 output); one whole-photo float resampling would alone exceed the bound."""
+    source = tmp_path / "large.jpg"
+    image = Image.open(data_dir / "photos" / "t1.jpg").convert("RGB")
+    image.resize((2400, round(2400 * image.height / image.width)), Image.BICUBIC).save(source, quality=90)
+    width, height = Image.open(source).size
+    out = tmp_path / "large_x2.jpg"
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MEASURE_PEAK_MEMORY,
+            "upscale",
+            str(source),
+            "-o",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--min-face-size",
+            "80",
+            "--scale",
+            "2",
+            "--report",
+            str(report),
+            "--no-progress",
+        ],
+        env={**os.environ, DISABLE_AUTOLOAD_ENV: "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert measured["status"] == 0
+    assert Image.open(out).size == (2 * width, 2 * height)
+    record = json.loads(report.read_text())["images"][0]
+    assert len(record["faces"]) == 6
+    unavoidable = width * height * 3 * 4 + (2 * width) * (2 * height) * 3
+    assert measured["peak_increase_bytes"] < 4 * unavoidable, measured
