@@ -127,7 +127,7 @@ def warp_affine(
     src = grid @ inverse.transpose(1, 2)  # [B, h*w, 2]
     # pixel centre convention -> grid_sample(align_corners=False) normalised coordinates
     norm = torch.stack([(2 * src[..., 0] + 1) / width - 1, (2 * src[..., 1] + 1) / height - 1], -1)
-    norm = norm.reshape(batch, out_h, out_w, 2).to(image.dtype)
+    norm = norm.reshape(batch, out_h, out_w, 2).to(device=image.device, dtype=image.dtype)
     warped = F.grid_sample(image, norm, mode="bilinear", padding_mode="zeros", align_corners=False)
     ones = torch.ones(batch, 1, height, width, dtype=image.dtype, device=image.device)
     valid = F.grid_sample(ones, norm, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -121,6 +121,8 @@ SOURCES: dict[str, WeightSource] = {
             ),
             artifacts=(RANDOM_FACE,),
             converter="facetools_dapfsr.weights.convert_prior:convert",
+            # 2: the released converter (crop-window landmarks, exit heads); 1 was a draft
+            revision=2,
         ),
         WeightSource(
             name="vgg19-normalised",
