@@ -82,10 +82,10 @@ def save_model(model: DAPFSR, save_directory: str | Path) -> Path:
     directory = Path(save_directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in stored_state_dict(model).items()}
-    from facetools_dapfsr import __version__
-
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "facetools_dapfsr_version": __version__})
+        # One metadata key only: safetensors writes several in a per-process random order, which
+        # would make the file's bytes (and hash) differ between identical saves.
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     atomic_write_text(directory / CONFIG_NAME, model.config.to_json_string())
     return directory
 

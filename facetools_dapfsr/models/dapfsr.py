@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -10,6 +12,9 @@ from torch import nn
 from facetools_dapfsr.config import DAPFSRConfig, DecoderConfig, MobileStyleGANConfig, StyleGAN2Config
 from facetools_dapfsr.models.decoder import Decoder
 from facetools_dapfsr.models.encoder import DAPFSREncoder
+
+if TYPE_CHECKING:
+    from facetools_dapfsr.hub.adapters import Adapter
 
 # Input range tolerance: resampling (bicubic, antialiasing) overshoots [0, 1] slightly.
 RANGE_TOLERANCE = 1e-3
@@ -117,18 +122,37 @@ class DAPFSR(nn.Module):
         """Write ``config.json`` + ``model.safetensors`` to ``save_directory``."""
         from facetools_dapfsr.hub.checkpoint import save_model
 
-        return save_model(self, save_directory)
+        # An active adapter is not part of the base model: save the base weights.
+        with self.disable_adapter():
+            return save_model(self, save_directory)
 
     @classmethod
-    def from_pretrained(cls, model_id_or_path: str | Path, revision: str | None = None) -> DAPFSR:
+    def from_pretrained(
+        cls,
+        model_id_or_path: str | Path,
+        revision: str | None = None,
+        adapter: str | Path | None = None,
+        adapter_revision: str | None = None,
+        adapter_name: str = "default",
+    ) -> DAPFSR:
         """Load a model from a local folder or a Hub repository (strict; never unpickles).
 
         Hub downloads go through ``huggingface_hub`` (cache, ``HF_HUB_OFFLINE=1``,
         ``HF_ENDPOINT``). The returned model is in eval mode.
+
+        Args:
+            adapter: a domain adapter (folder or Hub repo) to load and activate as
+                ``adapter_name``; see :meth:`load_adapter`.
+            adapter_revision: the adapter repo's revision (branch, tag or commit).
         """
+        from facetools_dapfsr.hub.adapters import record_base_source
         from facetools_dapfsr.hub.checkpoint import load_model
 
-        return load_model(cls, model_id_or_path, revision=revision)
+        model = load_model(cls, model_id_or_path, revision=revision)
+        record_base_source(model, model_id_or_path, revision)
+        if adapter is not None:
+            model.load_adapter(adapter, adapter_name=adapter_name, revision=adapter_revision)
+        return model
 
     def push_to_hub(
         self,
@@ -142,6 +166,102 @@ class DAPFSR(nn.Module):
         """Upload ``config.json`` + ``model.safetensors`` to a Hub model repo; returns the commit URL."""
         from facetools_dapfsr.hub.checkpoint import push_model
 
-        return push_model(
-            self, repo_id, revision=revision, private=private, token=token, commit_message=commit_message
+        with self.disable_adapter():
+            return push_model(
+                self, repo_id, revision=revision, private=private, token=token, commit_message=commit_message
+            )
+
+    # -- domain adapters (see facetools_dapfsr.hub.adapters) ------------------------------
+    # An adapter replaces the decoder's modulation parameters. The base values are kept in
+    # memory when the first adapter is attached, so switching never re-reads the base weights,
+    # and every adapter is checked against the base model before anything changes.
+    def load_adapter(
+        self,
+        adapter_id_or_path: str | Path,
+        adapter_name: str = "default",
+        revision: str | None = None,
+        set_active: bool = True,
+    ) -> str:
+        """Load an adapter folder or Hub repo as ``adapter_name`` (and activate it by default).
+
+        Raises:
+            FileNotFoundError: no such folder, repo, revision or file.
+            facetools_dapfsr.hub.adapters.AdapterError: (a ``ValueError``) the adapter was made
+                for another base model, has wrong shapes, or its weights do not match the hash
+                recorded in its config. The model is left unchanged.
+        """
+        from facetools_dapfsr.hub.adapters import load_adapter
+
+        return load_adapter(self, adapter_id_or_path, adapter_name, revision=revision, set_active=set_active)
+
+    def add_adapter(self, adapter: Adapter, adapter_name: str = "default", set_active: bool = True) -> str:
+        """Attach an in-memory adapter (e.g. ``run_damma(...).adapter``), checked like a loaded one."""
+        from facetools_dapfsr.hub.adapters import add_adapter
+
+        return add_adapter(self, adapter, adapter_name, set_active=set_active)
+
+    def set_adapter(self, adapter_name: str) -> None:
+        """Make a loaded adapter the active one."""
+        from facetools_dapfsr.hub.adapters import registry_of
+
+        registry_of(self).set_active(adapter_name)
+
+    def disable_adapter(self) -> contextlib.AbstractContextManager[None]:
+        """Context manager: the base model inside the block, the active adapter again after it."""
+        from facetools_dapfsr.hub.adapters import base_model_only
+
+        return base_model_only(self)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Forget an adapter; deleting the active one restores the base model."""
+        from facetools_dapfsr.hub.adapters import registry_of
+
+        registry_of(self).delete(adapter_name)
+
+    @property
+    def active_adapter(self) -> str | None:
+        """Name of the active adapter, or None when the base model runs."""
+        from facetools_dapfsr.hub.adapters import existing_registry
+
+        registry = existing_registry(self)
+        return registry.active if registry is not None else None
+
+    @property
+    def adapter_names(self) -> list[str]:
+        """Names of the attached adapters, in the order they were added."""
+        from facetools_dapfsr.hub.adapters import existing_registry
+
+        registry = existing_registry(self)
+        return list(registry.adapters) if registry is not None else []
+
+    def save_adapter(self, save_directory: str | Path, adapter_name: str | None = None) -> Path:
+        """Write an adapter (default: the active one) as ``adapter_config.json`` +
+        ``adapter_model.safetensors`` + ``README.md``."""
+        from facetools_dapfsr.hub.adapters import save_adapter
+
+        return save_adapter(self, save_directory, adapter_name)
+
+    def push_adapter_to_hub(
+        self,
+        repo_id: str,
+        *,
+        adapter_name: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload DAP-FSR adapter",
+    ) -> str:
+        """Upload an adapter (default: the active one) to a Hub model repo, created if needed.
+
+        Returns the commit URL (a ``huggingface_hub.CommitInfo``; ``.oid`` is the commit hash).
+        """
+        from facetools_dapfsr.hub.adapters import get_adapter, push_adapter
+
+        return push_adapter(
+            get_adapter(self, adapter_name),
+            repo_id,
+            revision=revision,
+            private=private,
+            token=token,
+            commit_message=commit_message,
         )

@@ -1,0 +1,351 @@
+"""Domain adapters on a model: format, round trip, switching, refusals, model card, packaging."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from facetools_dapfsr import DAPFSR, DAPFSRConfig
+from facetools_dapfsr.adaptation.damma import DAMMAConfig, run_damma
+from facetools_dapfsr.fileio import sha256_file
+from facetools_dapfsr.hub.adapters import (
+    ADAPTER_CONFIG_NAME,
+    ADAPTER_WEIGHTS_NAME,
+    LOWRANK_DOWN,
+    LOWRANK_UP,
+    Adapter,
+    AdapterError,
+)
+from facetools_dapfsr.losses import VGGFeatures
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ONE_STEP = DAMMAConfig(batch_size=2, window=1, max_steps=1)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, weights_cache):
+    """A saved tiny base model and three adapters made for it by DAMMA (saved to folders)."""
+    root = tmp_path_factory.mktemp("adapters")
+    torch.manual_seed(0)
+    model = DAPFSR(DAPFSRConfig.tiny()).eval()
+    model.refresh_latent_statistics(num_samples=500)
+    model.save_pretrained(root / "base")
+    base = DAPFSR.from_pretrained(root / "base")
+    vgg = VGGFeatures.from_weights_cache(progress=False)
+    folders = {}
+    for name, colour, rank in (("warm", (0.9, 0.5, 0.2), 0), ("cold", (0.1, 0.3, 0.9), 0), ("thin", (0.5, 0.5, 0.5), 2)):
+        exemplar = torch.tensor(colour).reshape(1, 3, 1, 1).expand(1, 3, 32, 32).clone()
+        result = run_damma(base, exemplar, config=dataclasses.replace(ONE_STEP, rank=rank), vgg=vgg, progress=False)
+        folders[name] = result.adapter.save(root / name)
+    return root, folders
+
+
+@pytest.fixture()
+def base_dir(workspace, tmp_path) -> Path:
+    """A private copy of the base model folder (tests may delete it)."""
+    return Path(shutil.copytree(workspace[0] / "base", tmp_path / "base"))
+
+
+def lr_batch() -> torch.Tensor:
+    return torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def snapshot(model: DAPFSR) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- format -----------------------------------------------------------------------------------
+def test_adapter_folder_format(workspace) -> None:
+    root, folders = workspace
+    folder = folders["warm"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]
+    config = json.loads((folder / ADAPTER_CONFIG_NAME).read_text())
+    assert config["adapter_type"] == "dapfsr-damma" and config["format_version"] == 1
+    assert config["kind"] == "full" and config["rank"] is None
+    assert config["base_model"] == str((root / "base").resolve()) and config["base_revision"] is None
+    assert re.fullmatch(r"[0-9a-f]{64}", config["base_model_sha256"])
+    assert config["weights_sha256"] == sha256_file(folder / ADAPTER_WEIGHTS_NAME)
+    assert (config["num_ws"], config["w_dim"], config["resolution"], config["lr_size"]) == (8, 32, 32, 16)
+    model = DAPFSR(DAPFSRConfig.tiny())
+    modulation = {"decoder." + n: list(p.shape) for n, p in model.decoder.modulation_parameters()}
+    assert config["target_parameters"] == modulation
+    tensors = load_file(str(folder / ADAPTER_WEIGHTS_NAME))
+    assert set(tensors) == set(modulation) | {"damma.alpha", "damma.exemplar_w"}
+    assert config["training"]["steps"] == 1 and "settings" in config["training"]
+
+
+def test_lowrank_adapter_is_smaller_and_applies_base_plus_up_down(workspace, base_dir) -> None:
+    _, folders = workspace
+    full, thin = (folders[n] / ADAPTER_WEIGHTS_NAME for n in ("warm", "thin"))
+    assert thin.stat().st_size < full.stat().st_size
+    model = DAPFSR.from_pretrained(base_dir)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_adapter(folders["thin"])
+    adapter = Adapter.load(folders["thin"])
+    state = model.state_dict()
+    for name, shape in adapter.config.target_parameters.items():
+        if len(shape) == 2:
+            expected = base[name] + adapter.tensors[name + LOWRANK_UP] @ adapter.tensors[name + LOWRANK_DOWN]
+        else:
+            expected = adapter.tensors[name]
+        assert torch.allclose(state[name], expected)
+
+
+def test_model_card_is_rendered_from_the_template(workspace) -> None:
+    _, folders = workspace
+    template = resources.files("facetools_dapfsr.hub_cards").joinpath("adapter.md").read_text()
+    assert "${base_model_sha256}" in template
+    card = (folders["warm"] / "README.md").read_text()
+    config = json.loads((folders["warm"] / ADAPTER_CONFIG_NAME).read_text())
+    assert "${" not in card
+    assert config["base_model_sha256"] in card and config["weights_sha256"] in card
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert metadata["library_name"] == "facetools-dapfsr" and "damma" in metadata["tags"]
+    assert "base_model" not in metadata  # a local path is not Hub metadata
+
+
+# -- on the model -----------------------------------------------------------------------------
+def test_round_trip_from_pretrained_with_adapter(workspace, base_dir) -> None:
+    _, folders = workspace
+    lr = lr_batch()
+    model = DAPFSR.from_pretrained(base_dir, adapter=folders["warm"])
+    assert model.active_adapter == "default" and model.adapter_names == ["default"]
+    adapted = model.upscale(lr)
+    with model.disable_adapter():
+        source = model.upscale(lr)
+    assert not torch.allclose(adapted, source)
+    # save_adapter writes the same adapter back, byte for byte in its tensors
+    again = model.save_adapter(base_dir.parent / "again")
+    original, written = Adapter.load(folders["warm"]), Adapter.load(again)
+    assert original.tensors.keys() == written.tensors.keys()
+    assert all(torch.equal(original.tensors[k], written.tensors[k]) for k in original.tensors)
+    assert written.config.weights_sha256 == sha256_file(again / ADAPTER_WEIGHTS_NAME)
+
+
+def test_save_pretrained_with_an_active_adapter_saves_the_base(workspace, base_dir, tmp_path) -> None:
+    _, folders = workspace
+    lr = lr_batch()
+    model = DAPFSR.from_pretrained(base_dir, adapter=folders["warm"])
+    model.save_pretrained(tmp_path / "saved")
+    assert model.active_adapter == "default"
+    base = DAPFSR.from_pretrained(base_dir)
+    assert torch.equal(DAPFSR.from_pretrained(tmp_path / "saved").upscale(lr), base.upscale(lr))
+    assert (tmp_path / "saved" / "model.safetensors").read_bytes() == (base_dir / "model.safetensors").read_bytes()
+    assert (tmp_path / "saved" / "model.safetensors").stat().st_mode & 0o044  # readable by others
+
+
+def test_switching_never_rereads_the_base_weights(workspace, base_dir) -> None:
+    _, folders = workspace
+    lr = lr_batch()
+    model = DAPFSR.from_pretrained(base_dir)
+    source = model.upscale(lr)
+    model.load_adapter(folders["warm"], adapter_name="warm")
+    model.load_adapter(folders["cold"], adapter_name="cold", set_active=False)
+    assert model.active_adapter == "warm" and model.adapter_names == ["warm", "cold"]
+    shutil.rmtree(base_dir)  # from here on, nothing of the base can be read from disk
+    warm = model.upscale(lr)
+    model.set_adapter("cold")
+    cold = model.upscale(lr)
+    assert not torch.allclose(warm, cold)
+    model.set_adapter("warm")
+    assert torch.equal(model.upscale(lr), warm)
+    with model.disable_adapter():
+        assert torch.equal(model.upscale(lr), source)
+        with model.disable_adapter():  # nested blocks keep the base until the outer one ends
+            pass
+        assert torch.equal(model.upscale(lr), source)
+    assert model.active_adapter == "warm" and torch.equal(model.upscale(lr), warm)
+    with pytest.raises(RuntimeError), model.disable_adapter():
+        raise RuntimeError("an error inside the block still restores the adapter")
+    assert torch.equal(model.upscale(lr), warm)
+    model.delete_adapter("warm")
+    assert model.active_adapter is None and model.adapter_names == ["cold"]
+    assert torch.equal(model.upscale(lr), source)
+    with pytest.raises(KeyError, match="no adapter named 'warm'"):
+        model.set_adapter("warm")
+
+
+def test_loading_under_an_existing_name_replaces_that_adapter(workspace, base_dir) -> None:
+    _, folders = workspace
+    lr = lr_batch()
+    cold = DAPFSR.from_pretrained(base_dir, adapter=folders["cold"]).upscale(lr)
+    model = DAPFSR.from_pretrained(base_dir, adapter=folders["warm"], adapter_name="style")
+    model.load_adapter(folders["cold"], adapter_name="style", set_active=False)
+    assert model.active_adapter == "style" and model.adapter_names == ["style"]
+    assert torch.equal(model.upscale(lr), cold)
+
+
+def test_damma_on_a_model_with_an_active_adapter_starts_from_the_base(workspace, base_dir) -> None:
+    _, folders = workspace
+    model = DAPFSR.from_pretrained(base_dir, adapter=folders["warm"])
+    before = snapshot(model)
+    exemplar = torch.full((1, 3, 32, 32), 0.5)
+    result = run_damma(model, exemplar, config=ONE_STEP, vgg=VGGFeatures.from_weights_cache(progress=False), progress=False)
+    assert same_state(before, model.state_dict()) and model.active_adapter == "default"
+    model.add_adapter(result.adapter, "fresh")  # made for the same base: accepted
+    assert model.active_adapter == "fresh"
+
+
+# -- refusals: clear error, model unchanged ----------------------------------------------------
+def _rewrite(folder: Path, target: Path, edit_config=None, edit_tensors=None, keep_hash: bool = False) -> Path:
+    """Copy an adapter folder with edited config/tensors; the recorded hash matches the new file
+    unless ``keep_hash`` (then the copy looks tampered with)."""
+    adapter = Adapter.load(folder)
+    config = json.loads((folder / ADAPTER_CONFIG_NAME).read_text())
+    tensors = dict(adapter.tensors)
+    if edit_tensors:
+        edit_tensors(tensors)
+    if edit_config:
+        edit_config(config)
+    from safetensors.torch import save_file
+
+    target.mkdir(parents=True)
+    save_file(tensors, str(target / ADAPTER_WEIGHTS_NAME))
+    if not keep_hash:
+        config["weights_sha256"] = sha256_file(target / ADAPTER_WEIGHTS_NAME)
+    (target / ADAPTER_CONFIG_NAME).write_text(json.dumps(config))
+    return target
+
+
+def _other_base_adapter(folder: Path, target: Path) -> Path:
+    def edit(config):
+        config["base_model_sha256"] = "0" * 64
+        config["base_model"] = "someone/else"
+
+    return _rewrite(folder, target, edit_config=edit)
+
+
+def _wrong_shape_adapter(folder: Path, target: Path) -> Path:
+    name = "decoder.blocks.0.convs.0.affine.weight"
+
+    def tensors(t):
+        t[name] = t[name][:16]
+
+    def config(c):
+        c["target_parameters"][name] = [16, 32]
+
+    return _rewrite(folder, target, edit_config=config, edit_tensors=tensors)
+
+
+def _wrong_geometry_adapter(folder: Path, target: Path) -> Path:
+    def tensors(t):
+        t["damma.alpha"] = torch.full((10,), 0.5)
+        t["damma.exemplar_w"] = torch.zeros(10, 32)
+
+    return _rewrite(folder, target, edit_config=lambda c: c.update(num_ws=10), edit_tensors=tensors)
+
+
+def _tampered_adapter(folder: Path, target: Path) -> Path:
+    shutil.copytree(folder, target)
+    path = target / ADAPTER_WEIGHTS_NAME
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # one bit pattern in the last tensor's data
+    path.write_bytes(bytes(data))
+    return target
+
+
+def _inconsistent_adapter(folder: Path, target: Path) -> Path:
+    # claims to be low-rank but holds full tensors (hash recomputed: a bad writer, not tampering)
+    return _rewrite(folder, target, edit_config=lambda c: c.update(kind="lowrank", rank=2))
+
+
+def _future_adapter(folder: Path, target: Path) -> Path:
+    return _rewrite(folder, target, edit_config=lambda c: c.update(format_version=99))
+
+
+def _foreign_parameter_adapter(folder: Path, target: Path) -> Path:
+    name = "encoder.ale.0.fc.weight"
+
+    def tensors(t):
+        t[name] = torch.zeros(3, 3)
+
+    def config(c):
+        c["target_parameters"][name] = [3, 3]
+
+    return _rewrite(folder, target, edit_config=config, edit_tensors=tensors)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (_other_base_adapter, AdapterError, r"made for another base model \(someone/else"),
+        (_wrong_shape_adapter, AdapterError, r"does not fit this model: shape mismatch: decoder.blocks.0.convs.0.affine.weight"),
+        (_wrong_geometry_adapter, AdapterError, r"model of another shape: num_ws 10 \(model: 8\)"),
+        (_foreign_parameter_adapter, AdapterError, r"not modulation parameters of this model: encoder.ale.0.fc.weight"),
+        (_tampered_adapter, AdapterError, r"does not match the sha256 recorded in adapter_config.json"),
+        (_inconsistent_adapter, AdapterError, r"does not match its adapter_config.json: missing tensor"),
+        (_future_adapter, AdapterError, r"format version 99 is not supported"),
+        (lambda folder, target: target, FileNotFoundError, r"no such model folder|has no adapter_config.json"),
+    ],
+    ids=["other-base", "wrong-shape", "wrong-geometry", "foreign-parameter", "tampered", "inconsistent", "future", "missing"],
+)
+def test_bad_adapters_are_refused_and_leave_the_model_unchanged(workspace, base_dir, tmp_path, make, error, message) -> None:
+    _, folders = workspace
+    model = DAPFSR.from_pretrained(base_dir, adapter=folders["warm"], adapter_name="warm")
+    before = snapshot(model)
+    bad = make(folders["warm"], tmp_path / "bad")
+    with pytest.raises(error, match=message):
+        model.load_adapter(bad, adapter_name="bad")
+    assert same_state(before, model.state_dict())
+    assert model.active_adapter == "warm" and model.adapter_names == ["warm"]
+
+
+def test_from_pretrained_refuses_an_adapter_for_another_base(workspace, tmp_path) -> None:
+    _, folders = workspace
+    torch.manual_seed(1)
+    other = DAPFSR(DAPFSRConfig.tiny())
+    other.refresh_latent_statistics(num_samples=500)
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(AdapterError, match="made for another base model"):
+        DAPFSR.from_pretrained(tmp_path / "other", adapter=folders["warm"])
+
+
+# -- packaging ----------------------------------------------------------------------------------
+def test_every_package_is_listed_in_pyproject() -> None:
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(path.parent.relative_to(REPO_ROOT).parts)
+        for path in (REPO_ROOT / "facetools_dapfsr").rglob("__init__.py")
+        if "__pycache__" not in path.parts
+    }
+    assert on_disk | {"facetools_dapfsr.hub_cards"} == listed, "update [tool.setuptools] packages in pyproject.toml"
+    assert pyproject["tool"]["setuptools"]["package-dir"]["facetools_dapfsr.hub_cards"] == "hub_cards"
+
+
+def test_wheel_ships_the_card_templates(tmp_path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    for name in ("facetools_dapfsr", "hub_cards"):
+        shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"facetools_dapfsr/hub_cards/adapter.md", "facetools_dapfsr/hub_cards/__init__.py"} <= names
+    assert "facetools_dapfsr/hub/adapters.py" in names
