@@ -1,0 +1,137 @@
+"""Command-line options of the training recipes, as dataclasses (saved with each run as JSON).
+
+:class:`TrainingArguments` holds what every recipe shares (data, steps, batch, precision,
+checkpoints, validation, logging); a recipe subclasses it with its own fields. The command-line
+parser is generated from the fields, their defaults and their ``help`` metadata, so a field is
+declared once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound="TrainingArguments")
+
+
+def option(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
+    """A dataclass field with its command-line help."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainingArguments:
+    """Options every training recipe accepts."""
+
+    data: str | None = option(None, "Training images: a local image folder or a Hub dataset id.")
+    data_split: str = option("train", "Split of --data (an image folder without split folders is 'train').")
+    image_column: str | None = option(None, "Column holding the images (default: the first image column).")
+    max_images: int | None = option(None, "Use only the first N images of --data (quick runs).")
+    min_face_size: float = option(40.0, "Smallest face (px) the landmark detector looks for.")
+    landmark_cache: str | None = option(
+        None, "Landmark cache JSON (default: under $DAPFSR_CACHE/landmarks, one file per data source)."
+    )
+    output_dir: str = option("runs/train", "Where checkpoints, logs and the final model go.")
+    max_steps: int = option(1000, "Optimizer steps to train for (the run ends at this step).")
+    batch_size: int = option(8, "Images per process per micro-batch.")
+    gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.")
+    learning_rate: float = option(1e-4, "Adam learning rate.")
+    max_grad_norm: float = option(0.0, "Clip the gradient norm to this value (0: no clipping).")
+    mixed_precision: str | None = option(
+        None,
+        "Autocast precision; default: what `accelerate launch` / its config says, else no. "
+        "fp16 needs a GPU; bf16 works on recent GPUs and on CPU.",
+        ("no", "fp16", "bf16"),
+    )
+    seed: int = option(0, "Seed of initialisation, data order and degradation (same seed, same run).")
+    num_workers: int = option(0, "DataLoader worker processes per training process.")
+    checkpoint_every: int = option(500, "Save a resumable checkpoint every N steps (0: only at the end).")
+    checkpoints_total_limit: int | None = option(3, "Keep at most this many checkpoints (oldest deleted).")
+    resume: str | None = option(None, "Resume from 'latest' (newest checkpoint in --output-dir) or a checkpoint folder.")
+    log_every: int = option(10, "Log training metrics every N steps.")
+    validation_data: str | None = option(
+        None, "Held-out images (folder or Hub id). Default: hold out --validation-size images of --data."
+    )
+    validation_split: str = option("train", "Split of --validation-data.")
+    validation_size: int = option(64, "Held-out images used for validation (0 disables validation).")
+    validation_every: int = option(500, "Validate every N steps (also at the start and the end).")
+    report_to: str = option("auto", "Tracker: 'tensorboard', 'none', or 'auto' (TensorBoard when installed).")
+    push_to_hub: str | None = option(None, "At the end, upload the final model to this Hub repo id.")
+    record_samples: bool = option(False, "Write the dataset indices each process consumed (audit of data sharding).")
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("checkpoint_every", "validation_every", "log_every", "validation_size", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if self.report_to not in ("auto", "tensorboard", "none"):
+            raise ValueError(f"--report-to must be auto, tensorboard or none, got {self.report_to!r}")
+
+    # -- JSON ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> typing.Self:
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}")
+        return cls(**data)
+
+
+# -- command line -------------------------------------------------------------------------------
+def build_parser(cls: type[TrainingArguments], description: str | None = None) -> argparse.ArgumentParser:
+    """An ``argparse`` parser with one ``--option-name`` per dataclass field."""
+    parser = argparse.ArgumentParser(description=description or cls.__doc__)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind, optional = _base_type(hints[f.name])
+        help_text = f.metadata.get("help", "")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=default,
+            choices=f.metadata.get("choices"),
+            help=f"{help_text} (default: {default})" if not optional or default is not None else help_text,
+        )
+    return parser
+
+
+def _base_type(hint: Any) -> tuple[type, bool]:
+    """``int | None`` -> ``(int, True)``; ``str`` -> ``(str, False)``."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"unsupported option type {hint}")
+        return args[0], True
+    return hint, False
+
+
+def parse_arguments(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
+    """Parse ``argv`` (default ``sys.argv[1:]``) into ``cls``; invalid values exit with usage."""
+    parser = build_parser(cls, description)
+    namespace = parser.parse_args(argv)
+    try:
+        return cls(**vars(namespace))
+    except ValueError as error:
+        parser.error(str(error))
+        raise  # unreachable: parser.error exits

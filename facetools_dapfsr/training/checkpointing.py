@@ -1,0 +1,148 @@
+"""Resumable checkpoints: ``accelerator.save_state`` + a JSON step counter + extra modules.
+
+Layout::
+
+    <output_dir>/checkpoints/step_00000500/
+        model.safetensors, optimizer.bin, random_states_<rank>.pkl, ...   (accelerator.save_state)
+        <name>.safetensors           modules that are not prepared (e.g. the EMA generator)
+        training_state.json          step counter and the run's batch geometry
+
+A checkpoint is written to ``.incomplete-step_...`` and renamed when every process has finished
+writing, so a run killed while saving leaves no folder that ``--resume latest`` would pick.
+All processes must call :func:`save_checkpoint` and :func:`load_checkpoint` (DeepSpeed writes
+per-rank shards); the output folder must be shared by all machines (a network file system).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from facetools_dapfsr.fileio import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+STATE_NAME = "training_state.json"
+INCOMPLETE_PREFIX = ".incomplete-"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+@dataclass
+class TrainingState:
+    """What a run needs, beyond weights and optimizer state, to continue exactly."""
+
+    step: int = 0
+    """Optimizer steps completed."""
+    samples_seen: int = 0
+    """Training images consumed by all processes together."""
+    world_size: int = 1
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    seed: int = 0
+
+    def to_json_string(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json_file(cls, path: Path) -> TrainingState:
+        return cls(**json.loads(path.read_text()))
+
+    def check_compatible(self, other: TrainingState) -> None:
+        """Warn when a resumed run's data stream differs from the saved one's."""
+        for name in ("world_size", "batch_size", "gradient_accumulation_steps", "seed"):
+            saved, now = getattr(self, name), getattr(other, name)
+            if saved != now:
+                logger.warning(
+                    "resuming with %s=%s but the checkpoint was made with %s; the run continues but will "
+                    "not match an uninterrupted one",
+                    name,
+                    now,
+                    saved,
+                )
+
+
+def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / CHECKPOINTS_DIR / f"step_{step:08d}"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name) and (p / STATE_NAME).is_file()]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
+    """The checkpoint ``--resume`` names: ``latest`` (None when the run has none yet) or a folder.
+
+    ``latest`` without a checkpoint starts a fresh run, so a preemptible job can always pass it.
+    """
+    if not resume:
+        return None
+    if resume == "latest":
+        found = list_checkpoints(output_dir)
+        if not found:
+            logger.warning("--resume latest: no checkpoint in %s yet, starting from scratch", output_dir)
+            return None
+        return found[-1]
+    path = Path(resume)
+    if not (path / STATE_NAME).is_file():
+        raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no {STATE_NAME})")
+    return path
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    output_dir: str | Path,
+    state: TrainingState,
+    extra_modules: dict[str, nn.Module] | None = None,
+    total_limit: int | None = None,
+) -> Path:
+    """Save everything needed to resume after ``state.step`` steps; call on every process."""
+    final = checkpoint_dir(output_dir, state.step)
+    incomplete = final.parent / f"{INCOMPLETE_PREFIX}{final.name}"
+    if accelerator.is_main_process and incomplete.exists():
+        shutil.rmtree(incomplete)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(incomplete))
+    if accelerator.is_main_process:
+        for name, module in (extra_modules or {}).items():
+            tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            with atomic_path(incomplete / f"{name}.safetensors") as tmp:
+                save_file(tensors, str(tmp))
+        atomic_write_text(incomplete / STATE_NAME, state.to_json_string())
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        incomplete.rename(final)
+        if total_limit:
+            for old in list_checkpoints(output_dir)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(
+    accelerator: Accelerator, path: str | Path, extra_modules: dict[str, nn.Module] | None = None
+) -> TrainingState:
+    """Restore models, optimizers, RNG states and extra modules; returns the saved state."""
+    path = Path(path)
+    accelerator.load_state(str(path))
+    for name, module in (extra_modules or {}).items():
+        module.load_state_dict(load_file(str(path / f"{name}.safetensors")), strict=True)
+    return TrainingState.from_json_file(path / STATE_NAME)

@@ -1,0 +1,275 @@
+"""Train the DAP-FSR encoder (ResNet + ISTN + ALE) against a frozen decoder (paper Eq. 5).
+
+The decoder is the imported FFHQ prior (``--config prior``, the default) or a native StyleGAN2
+decoder trained with ``recipes/train_decoder.py`` (``--decoder PATH``). Faces are aligned to the
+model's template and degraded on the fly by the paper's model (random rotation, translation and
+scale, then downsampling to the LR size), seeded per sample.
+
+    accelerate launch recipes/train_encoder.py --data ../shared/data/celeba/train --output-dir runs/enc
+
+See recipes/README.md for multi-GPU, multi-node, DeepSpeed and CPU launches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from facetools_dapfsr import DAPFSR, DAPFSRConfig
+from facetools_dapfsr.config import MobileStyleGANConfig
+from facetools_dapfsr.data.degradation import DegradationConfig
+from facetools_dapfsr.data.faces import FaceDataError
+from facetools_dapfsr.losses import VGGFeatures, perceptual_loss
+from facetools_dapfsr.training.arguments import (
+    TrainingArguments,
+    option,
+    parse_arguments,
+)
+from facetools_dapfsr.training.checkpointing import (
+    TrainingState,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+)
+from facetools_dapfsr.training.data import prepare_faces, stream_loader
+from facetools_dapfsr.training.native_decoder import (
+    load_native_decoder,
+    read_native_decoder_config,
+)
+from facetools_dapfsr.training.pairs import DegradedPairs, ValidationPairs
+from facetools_dapfsr.training.reporting import (
+    RunReporter,
+    state_dict_sha256,
+    write_rank_summary,
+)
+from facetools_dapfsr.training.seeding import (
+    INIT_STREAM,
+    derive_seed,
+    seed_global_rngs,
+    seed_step,
+)
+from facetools_dapfsr.training.setup import (
+    broadcast_buffers,
+    create_accelerator,
+    describe,
+)
+from facetools_dapfsr.training.validation import (
+    comparison_grid,
+    evaluate_pairs,
+    save_image,
+)
+
+logger = logging.getLogger("train_encoder")
+
+
+@dataclass
+class EncoderTrainingArguments(TrainingArguments):
+    """Options of the encoder recipe (plus every shared training option)."""
+
+    config: str = option("prior", "Model: a preset (tiny, paper, prior) or a DAP-FSR config JSON file.")
+    decoder: str | None = option(
+        None, "Native StyleGAN2 decoder folder written by train_decoder.py; replaces the config's decoder."
+    )
+    mse_weight: float = option(1.0, "Weight of the pixel MSE (Eq. 3).")
+    perceptual_weight: float = option(
+        0.01,
+        "Weight of the VGG-19 perceptual loss (Eq. 4). The normalised VGG sees Caffe-scaled pixels, "
+        "so its feature MSE is ~100x the pixel MSE on faces; 0.01 keeps the two terms comparable.",
+    )
+    degradation: str | None = option(None, "DegradationConfig JSON file (default: the paper's ranges).")
+    lpips_net: str = option("vgg", "LPIPS backbone for validation ('none' skips LPIPS).", ("vgg", "alex", "none"))
+    grid_size: int = option(8, "Validation faces in the LR | output | HR grid saved at each validation.")
+    latent_samples: int = option(10_000, "Mapping-network samples for the W statistics of Eq. 2 (native decoder).")
+
+
+def build_model(args: EncoderTrainingArguments) -> DAPFSR:
+    """The model with its trained (or, for smoke runs, random) decoder, frozen, and W statistics."""
+    config = DAPFSRConfig.from_preset_or_file(args.config)
+    if args.decoder:
+        config = dataclasses.replace(config, decoder=read_native_decoder_config(args.decoder))
+    # Every process builds the same initial weights (DDP would broadcast the encoder anyway,
+    # but the decoder is not wrapped).
+    seed_global_rngs(derive_seed(INIT_STREAM, args.seed))
+    model = DAPFSR(config)
+    if args.decoder:
+        model.decoder.load_state_dict(load_native_decoder(args.decoder, ema=True).state_dict(), strict=True)
+    elif isinstance(config.decoder, MobileStyleGANConfig):
+        from facetools_dapfsr.models.mobilestylegan import MobileStyleGANDecoder
+
+        model.decoder = MobileStyleGANDecoder.from_weights_cache(config.decoder)
+    else:
+        logger.warning("the decoder is randomly initialised (no --decoder given): fine for smoke tests only")
+    model.refresh_latent_statistics(num_samples=args.latent_samples, seed=args.seed)
+    model.decoder.requires_grad_(False).eval()
+    return model
+
+
+def load_degradation(path: str | None) -> DegradationConfig:
+    if not path:
+        return DegradationConfig()
+    return DegradationConfig(**json.loads(Path(path).read_text()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(EncoderTrainingArguments, argv, __doc__)
+    accelerator = create_accelerator(args)
+    logging.basicConfig(
+        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+        format=f"%(asctime)s [rank {accelerator.process_index}] %(levelname)s %(name)s: %(message)s",
+    )
+    output_dir = Path(args.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "training_args.json").write_text(args.to_json_string())
+    device = accelerator.device
+
+    model = build_model(args).to(device)
+    try:
+        faces, validation_faces = prepare_faces(args, model.config.hr_size, accelerator)
+    except FaceDataError as error:
+        logger.error("%s", error)
+        return 2
+    degradation = load_degradation(args.degradation)
+    train_pairs = DegradedPairs(faces, model.config.lr_size, degradation, args.seed)
+    validation_pairs = (
+        ValidationPairs(validation_faces, model.config.lr_size, degradation, args.seed, args.validation_size)
+        if validation_faces is not None
+        else None
+    )
+
+    vgg = None
+    if args.perceptual_weight > 0:
+        vgg = VGGFeatures.from_weights_cache(progress=False).to(device)
+    lpips = None
+    if validation_pairs is not None and args.lpips_net != "none":
+        from facetools_dapfsr.metrics.lpips import LPIPS
+
+        lpips = LPIPS.from_weights_cache(args.lpips_net, progress=False).to(device)
+
+    encoder = model.encoder.train()
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=args.learning_rate, betas=(0.9, 0.999))
+    encoder, optimizer = accelerator.prepare(encoder, optimizer)
+
+    accumulation = args.gradient_accumulation_steps
+    state = TrainingState(
+        world_size=accelerator.num_processes,
+        batch_size=args.batch_size,
+        gradient_accumulation_steps=accumulation,
+        seed=args.seed,
+    )
+    resume_from = resolve_resume(args.resume, output_dir)
+    if resume_from is not None:
+        saved = load_checkpoint(accelerator, resume_from)
+        saved.check_compatible(state)
+        state.step, state.samples_seen = saved.step, saved.samples_seen
+        logger.info("resumed from %s at step %d", resume_from, state.step)
+
+    samples_per_step = args.batch_size * accumulation * accelerator.num_processes
+    reporter = RunReporter(accelerator, output_dir, args.max_steps, samples_per_step)
+    reporter.start("train_encoder", state.step, args.to_dict())
+    reporter.message(describe(accelerator))
+    reporter.message(faces.report.summary())
+
+    def upscale(lr: torch.Tensor) -> torch.Tensor:
+        # Eq. 2 with the unwrapped encoder: validation must not trigger DDP gradient hooks.
+        module = accelerator.unwrap_model(encoder)
+        codes = module(lr.to(next(module.parameters()).dtype)).float()
+        return model.decoder.synthesis(model.w_mu + codes * model.w_sigma)
+
+    def validate(step: int) -> None:
+        if validation_pairs is None:
+            return
+        module = accelerator.unwrap_model(encoder)
+        module.eval()
+        metrics = evaluate_pairs(upscale, validation_pairs, accelerator, lpips)
+        if step == 0:
+            def bicubic(lr: torch.Tensor) -> torch.Tensor:
+                size = model.config.hr_size
+                return F.interpolate(lr, size=(size, size), mode="bicubic", align_corners=False)
+
+            baseline = evaluate_pairs(bicubic, validation_pairs, accelerator, lpips)
+            metrics.update({f"{k}_bicubic": v for k, v in baseline.items()})
+        if accelerator.is_main_process and args.grid_size > 0:
+            grid = comparison_grid(upscale, validation_pairs, args.grid_size, device)
+            save_image(grid, output_dir / "samples" / f"step_{step:08d}.png")
+        module.train()
+        reporter.log(step, metrics)
+        reporter.message(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    if state.step == 0:
+        validate(0)
+
+    batches = iter(stream_loader(train_pairs, args, accelerator, start_batch=state.step * accumulation))
+    seen: list[int] = []
+    while state.step < args.max_steps:
+        step = state.step + 1
+        seed_step(args.seed, step, accelerator.process_index)
+        totals = {"loss": 0.0, "mse": 0.0, "perceptual": 0.0}
+        for _ in range(accumulation):
+            lr, hr, _valid, index = next(batches)
+            lr, hr = lr.to(device), hr.to(device)
+            if args.record_samples:
+                seen.extend(index.tolist())
+            with accelerator.accumulate(encoder):
+                with accelerator.autocast():
+                    # DeepSpeed's fp16/bf16 modes cast the module, not its inputs.
+                    codes = encoder(lr.to(next(encoder.parameters()).dtype)).float()
+                    sr = model.decoder.synthesis(model.w_mu + codes * model.w_sigma).float()
+                    mse = F.mse_loss(sr, hr)
+                    perceptual = perceptual_loss(sr, hr, vgg) if vgg is not None else torch.zeros((), device=device)
+                    loss = args.mse_weight * mse + args.perceptual_weight * perceptual
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(encoder.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            for name, value in (("loss", loss), ("mse", mse), ("perceptual", perceptual)):
+                totals[name] += float(value.detach()) / accumulation
+        state.step = step
+        state.samples_seen += samples_per_step
+        reporter.step_done(step)
+        if args.log_every and (step % args.log_every == 0 or step == args.max_steps):
+            reporter.log(step, {f"train/{k}": v for k, v in reporter.reduce_mean(totals).items()})
+        if args.validation_every and (step % args.validation_every == 0 or step == args.max_steps):
+            validate(step)
+        if step == args.max_steps or (args.checkpoint_every and step % args.checkpoint_every == 0):
+            save_checkpoint(accelerator, output_dir, state, total_limit=args.checkpoints_total_limit)
+
+    final_encoder = accelerator.unwrap_model(encoder)
+    broadcast_buffers(final_encoder, accelerator)
+    encoder_state = accelerator.get_state_dict(encoder)
+    if accelerator.is_main_process:
+        # A DeepSpeed fp16/bf16 engine holds a half-precision module; the release is float32.
+        model.encoder = final_encoder.float()
+        model.encoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in encoder_state.items()})
+        model.save_pretrained(output_dir / "model")
+        reporter.message(f"model written to {output_dir / 'model'}")
+        if args.push_to_hub:
+            url = model.push_to_hub(args.push_to_hub, commit_message=f"DAP-FSR encoder, step {state.step}")
+            reporter.message(f"pushed to {url}")
+    summary = {
+        "rank": accelerator.process_index,
+        "world_size": accelerator.num_processes,
+        "step": state.step,
+        "samples_seen": state.samples_seen,
+        "encoder_sha256": state_dict_sha256(final_encoder),
+        "throughput": reporter.throughput(),
+        "data": faces.report.to_dict(),
+        "distributed_type": accelerator.distributed_type.value,
+    }
+    if args.record_samples:
+        summary["sample_indices"] = seen
+    write_rank_summary(output_dir, accelerator.process_index, summary)
+    accelerator.wait_for_everyone()
+    reporter.close()  # ends the tracker, which also tears down the process group: keep it last
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())
