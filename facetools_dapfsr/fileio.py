@@ -24,6 +24,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # Flush to disk before the rename, so a crash cannot leave a renamed but empty file.
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
         # mkstemp makes the file 0600 (and some writers replace it): give the result the
         # permissions a plain open() would.
         umask = os.umask(0)
@@ -36,7 +39,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from facetools_dapfsr.fileio import atomic_write_text
 from facetools_dapfsr.pipeline.inputs import Job
 from facetools_dapfsr.pipeline.io import ImageReadError, read_image, save_image
 from facetools_dapfsr.pipeline.pipeline import FacePipeline, StageError
@@ -98,17 +98,5 @@ def build_report(
 def write_json_atomic(data: Any, path: str | os.PathLike[str]) -> Path:
     """Write JSON through a temporary file in the same folder, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path

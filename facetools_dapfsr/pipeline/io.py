@@ -8,13 +8,14 @@ transparency composited over white (output formats such as JPEG cannot hold it).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facetools_dapfsr.fileio import atomic_path
 
 JPEG_QUALITY = 95
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -115,17 +116,6 @@ def save_image(image: torch.Tensor, path: str | os.PathLike[str], grey: bool = F
         pil = pil.convert("L")  # luminance, for photos that were grey on the way in
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     options = {"quality": JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            pil.save(stream, format=fmt, **options)
-            stream.flush()
-            os.fsync(stream.fileno())
-        # mkstemp creates owner-only files; outputs are ordinary, readable files.
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        pil.save(temporary, format=fmt, **options)
     return path

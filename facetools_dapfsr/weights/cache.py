@@ -34,6 +34,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from tqdm.auto import tqdm
 
+from facetools_dapfsr.fileio import atomic_write_bytes, atomic_write_text
 from facetools_dapfsr.weights.artifacts import ensure_artifact, unpack
 from facetools_dapfsr.weights.sources import WeightSource, get_source
 
@@ -154,22 +155,6 @@ def _resolve_converter(spec: str) -> Converter:
     return converter
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling, flush it to disk, then rename it over ``path``."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; a cache is often shared (CI runners, lab machines).
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def _project_version() -> str:
     # Imported here: the package's __init__ imports the models, which load weights from here.
     from facetools_dapfsr import __version__
@@ -228,8 +213,8 @@ def _build(source: WeightSource, root: Path, progress: bool) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         # Drop the old provenance first: until the new one lands, the entry reads as corrupt.
         (directory / PROVENANCE_FILENAME).unlink(missing_ok=True)
-        _write_atomic(directory / WEIGHTS_FILENAME, data)
-        _write_atomic(directory / PROVENANCE_FILENAME, (json.dumps(provenance, indent=2) + "\n").encode())
+        atomic_write_bytes(directory / WEIGHTS_FILENAME, data)
+        atomic_write_text(directory / PROVENANCE_FILENAME, json.dumps(provenance, indent=2) + "\n")
         bar.update()
 
 
