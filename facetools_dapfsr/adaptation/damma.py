@@ -49,7 +49,7 @@ from facetools_dapfsr.hub.adapters import (
     base_model_only,
     registry_of,
 )
-from facetools_dapfsr.losses import FEATURE_LAYERS, VGGFeatures, feature_mean_std
+from facetools_dapfsr.losses import FEATURE_LAYERS, VGGFeatures, feature_mean_std, perceptual_loss
 
 if TYPE_CHECKING:
     from facetools_dapfsr.models.dapfsr import DAPFSR
@@ -229,9 +229,7 @@ def run_damma(
                 output = functional_call(decoder, adapted, (ws,))
                 loss = config.pixel_weight * F.mse_loss(output, hr)
                 if config.perceptual_weight:
-                    loss = loss + config.perceptual_weight * sum(
-                        (F.mse_loss(a, b) for a, b in zip(vgg(output), vgg(hr), strict=True)), output.new_zeros(())
-                    )
+                    loss = loss + config.perceptual_weight * perceptual_loss(output, hr, vgg)
                 delta_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 delta_optimizer.step()

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from facetools_dapfsr.data.degradation import DegradationConfig, degrade
+from facetools_dapfsr.losses import perceptual_loss
 
 if TYPE_CHECKING:
     from facetools_dapfsr.adaptation.damma import DAMMAConfig
@@ -221,9 +222,7 @@ def finetune_decoder(
             output = functional_call(model.decoder, params, (ws,))
             loss = F.mse_loss(output, target)
             if config.perceptual_weight:
-                loss = loss + config.perceptual_weight * sum(
-                    (F.mse_loss(a, b) for a, b in zip(vgg(output), vgg(target), strict=True)), output.new_zeros(())
-                )
+                loss = loss + config.perceptual_weight * perceptual_loss(output, target, vgg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -318,9 +317,7 @@ def finetune_modulations(
             output = functional_call(model.decoder, delta.adapted(), (ws,))
             loss = F.mse_loss(output, hr)
             if config.perceptual_weight:
-                loss = loss + config.perceptual_weight * sum(
-                    (F.mse_loss(a, b) for a, b in zip(vgg(output), vgg(hr), strict=True)), output.new_zeros(())
-                )
+                loss = loss + config.perceptual_weight * perceptual_loss(output, hr, vgg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
