@@ -10,7 +10,12 @@ import torch.nn.functional as F
 
 from facetools_dapfsr import DAPFSR, DAPFSRConfig, EncoderConfig, StyleGAN2Config
 from facetools_dapfsr.models.encoder import InstanceSpatialTransformer
-from facetools_dapfsr.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, modulated_conv2d
+from facetools_dapfsr.models.stylegan2 import (
+    StyleGAN2Discriminator,
+    StyleGAN2Generator,
+    modulated_conv2d,
+    upsample_blur,
+)
 
 
 def tiny_variant(**changes) -> DAPFSRConfig:
@@ -201,3 +206,29 @@ def test_config_json_round_trip_and_errors(tmp_path) -> None:
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         DAPFSRConfig.from_json_file(tmp_path / "broken.json")
+
+
+def test_upsampling_modulated_conv_matches_the_grouped_reference() -> None:
+    torch.manual_seed(0)
+    batch, cin, cout = 2, 4, 3
+    x = torch.randn(batch, cin, 5, 5)
+    weight = torch.randn(cout, cin, 3, 3)
+    styles = torch.randn(batch, cin)
+    w = weight[None] * styles[:, None, :, None, None]
+    w = w * torch.rsqrt(w.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+    # per-sample grouped transposed convolution (StyleGAN2's reference form), then the blur
+    # conv_transpose2d wants [in, out / groups, k, k]: per sample, in = cin and out = cout
+    grouped = F.conv_transpose2d(x.reshape(1, -1, 5, 5), w.transpose(1, 2).reshape(-1, cout, 3, 3), stride=2, groups=batch)
+    expected = upsample_blur(grouped.reshape(batch, cout, 11, 11))
+    result = modulated_conv2d(x, weight, styles, demodulate=True, up=True)
+    assert result.shape == (batch, cout, 10, 10)
+    torch.testing.assert_close(result, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_upsampling_keeps_a_constant_image_constant_inside() -> None:
+    x = torch.ones(1, 1, 6, 6)
+    weight = torch.zeros(1, 1, 3, 3)
+    weight[0, 0, 1, 1] = 1.0
+    up = modulated_conv2d(x, weight, torch.ones(1, 1), demodulate=False, up=True)
+    assert up.shape == (1, 1, 12, 12)
+    torch.testing.assert_close(up[..., 1:-1, 1:-1], torch.ones(1, 1, 10, 10))

@@ -1,9 +1,10 @@
 """A native StyleGAN2 generator in plain PyTorch (no custom CUDA ops; runs on CPU).
 
 Follows the StyleGAN2 architecture (Karras et al. 2020, config-f): mapping network, modulated and
-demodulated 3x3 convolutions, per-layer noise, to-RGB skip connections. Two simplifications keep it
-pure PyTorch: upsampling is bilinear (the separable [1, 3, 3, 1] FIR filter of StyleGAN2, up to
-border handling) followed by the 3x3 convolution, and there is no activation clamping.
+demodulated 3x3 convolutions (upsampling ones as stride-2 transposed convolutions followed by the
+[1, 3, 3, 1] blur), per-layer noise, to-RGB skip connections. Kept pure PyTorch: the image skip
+path is upsampled bilinearly (the same [1, 3, 3, 1] filter up to border handling) and there is no
+activation clamping.
 
 Modulated convolutions are computed in the batched form: scale the input channels by the style,
 run one convolution shared by the whole batch, scale the output channels by the demodulation
@@ -67,8 +68,20 @@ class MappingNetwork(nn.Module):
         return self.layers(z)
 
 
+# StyleGAN2's resampling filter [1, 3, 3, 1] (separable, normalised to sum 1).
+_FIR_1D = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8.0
+
+
+def upsample_blur(x: torch.Tensor) -> torch.Tensor:
+    """The low-pass that follows a stride-2 transposed convolution: ``[B, C, 2H+1, 2W+1]`` ->
+    ``[B, C, 2H, 2W]``, FIR ``[1, 3, 3, 1]`` with gain 4 (a quarter of the positions were zero)."""
+    channels = x.shape[1]
+    kernel = (torch.outer(_FIR_1D, _FIR_1D) * 4).to(device=x.device, dtype=x.dtype)
+    return F.conv2d(x, kernel.expand(channels, 1, 4, 4), padding=1, groups=channels)
+
+
 def modulated_conv2d(
-    x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True
+    x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True, up: bool = False
 ) -> torch.Tensor:
     """Batched modulated convolution.
 
@@ -77,12 +90,17 @@ def modulated_conv2d(
         weight: ``[O, I, k, k]`` shared kernel (already scaled by its gain).
         styles: ``[B, I]`` per-sample input-channel scales.
         demodulate: normalise each output channel to unit expected variance (StyleGAN2).
+        up: upsample x2 as StyleGAN2 does: a stride-2 transposed convolution (a quarter of the
+            multiply-adds of upsampling first and convolving at the output size), then a blur.
     """
     batch, in_channels = styles.shape
     if x.shape[:2] != (batch, in_channels):
         raise ValueError(f"input {tuple(x.shape)} does not match styles {tuple(styles.shape)}")
     x = x * styles.to(x.dtype).reshape(batch, in_channels, 1, 1)
-    x = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)
+    if up:
+        x = upsample_blur(F.conv_transpose2d(x, weight.to(x.dtype).transpose(0, 1), stride=2))
+    else:
+        x = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)
     if demodulate:
         # sum over input channel and kernel of (w * s)^2, per sample and output channel
         kernel_energy = weight.square().sum(dim=(2, 3))  # [O, I]
@@ -108,9 +126,7 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w)
-        if self.upsample:
-            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        x = modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=True)
+        x = modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=True, up=self.upsample)
         if self.training:
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
         else:
