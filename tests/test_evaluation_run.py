@@ -106,7 +106,8 @@ def test_pulse_fits_the_lr_and_leaves_the_model_alone(model: DAPFSR) -> None:
         out = pulse_restore(model, lr, PULSEConfig(steps=steps))
         return F.mse_loss(F.interpolate(out, size=(16, 16), mode="bicubic", antialias=True), lr).item()
 
-    assert fit(40) < 0.7 * fit(0)
+    # the tiny random decoder first overshoots (Adam at lr 0.1), then fits: compare at the default budget
+    assert fit(PULSEConfig.steps) < 0.7 * fit(0)
     # the faces of a batch are optimised independently
     one = pulse_restore(model, lr[:1], PULSEConfig(steps=3))
     assert torch.allclose(one, pulse_restore(model, lr, PULSEConfig(steps=3))[:1], atol=1e-5)
