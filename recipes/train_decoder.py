@@ -53,8 +53,7 @@ from facetools_dapfsr.training.native_decoder import (
 from facetools_dapfsr.training.pairs import FacesOnly
 from facetools_dapfsr.training.reporting import (
     RunReporter,
-    state_dict_sha256,
-    write_rank_summary,
+    finish_run,
 )
 from facetools_dapfsr.training.seeding import (
     INIT_STREAM,
@@ -240,23 +239,15 @@ def main(argv: list[str] | None = None) -> int:
             api.create_repo(args.push_to_hub, exist_ok=True)
             commit = api.upload_folder(repo_id=args.push_to_hub, folder_path=str(folder), commit_message=f"StyleGAN2 decoder, step {state.step}")
             reporter.message(f"pushed to {commit}")
-    summary = {
-        "rank": accelerator.process_index,
-        "world_size": accelerator.num_processes,
-        "step": state.step,
-        "samples_seen": state.samples_seen,
-        "generator_sha256": state_dict_sha256(g_module),
-        "discriminator_sha256": state_dict_sha256(d_module),
-        "generator_ema_sha256": state_dict_sha256(generator_ema),
-        "throughput": reporter.throughput(),
-        "data": faces.report.to_dict(),
-        "distributed_type": accelerator.distributed_type.value,
-    }
-    if args.record_samples:
-        summary["sample_indices"] = seen
-    write_rank_summary(output_dir, accelerator.process_index, summary)
-    accelerator.wait_for_everyone()
-    reporter.close()  # ends the tracker, which also tears down the process group: keep it last
+    finish_run(
+        accelerator,
+        reporter,
+        output_dir,
+        state,
+        faces.report.to_dict(),
+        {"generator": g_module, "discriminator": d_module, "generator_ema": generator_ema},
+        sample_indices=seen if args.record_samples else None,
+    )
     return 0
 
 

@@ -46,8 +46,7 @@ from facetools_dapfsr.training.native_decoder import (
 from facetools_dapfsr.training.pairs import DegradedPairs, ValidationPairs
 from facetools_dapfsr.training.reporting import (
     RunReporter,
-    state_dict_sha256,
-    write_rank_summary,
+    finish_run,
 )
 from facetools_dapfsr.training.seeding import (
     INIT_STREAM,
@@ -254,21 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.push_to_hub:
             url = model.push_to_hub(args.push_to_hub, commit_message=f"DAP-FSR encoder, step {state.step}")
             reporter.message(f"pushed to {url}")
-    summary = {
-        "rank": accelerator.process_index,
-        "world_size": accelerator.num_processes,
-        "step": state.step,
-        "samples_seen": state.samples_seen,
-        "encoder_sha256": state_dict_sha256(final_encoder),
-        "throughput": reporter.throughput(),
-        "data": faces.report.to_dict(),
-        "distributed_type": accelerator.distributed_type.value,
-    }
-    if args.record_samples:
-        summary["sample_indices"] = seen
-    write_rank_summary(output_dir, accelerator.process_index, summary)
-    accelerator.wait_for_everyone()
-    reporter.close()  # ends the tracker, which also tears down the process group: keep it last
+    finish_run(
+        accelerator,
+        reporter,
+        output_dir,
+        state,
+        faces.report.to_dict(),
+        {"encoder": final_encoder},
+        sample_indices=seen if args.record_samples else None,
+    )
     return 0
 
 if __name__ == "__main__":

@@ -130,3 +130,35 @@ def write_rank_summary(output_dir: str | Path, rank: int, summary: dict[str, Any
     path = Path(output_dir) / f"summary_rank{rank}.json"
     atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def finish_run(
+    accelerator: Accelerator,
+    reporter: RunReporter,
+    output_dir: str | Path,
+    state: Any,
+    data_report: dict[str, Any],
+    modules: dict[str, nn.Module],
+    sample_indices: list[int] | None = None,
+) -> Path:
+    """End a recipe: write this rank's summary (step, samples, a hash per module, throughput,
+    data report), wait for every process, then close the reporter.
+
+    ``modules`` maps a summary key prefix to a module: ``{"encoder": m}`` -> ``encoder_sha256``.
+    """
+    summary: dict[str, Any] = {
+        "rank": accelerator.process_index,
+        "world_size": accelerator.num_processes,
+        "step": state.step,
+        "samples_seen": state.samples_seen,
+        **{f"{name}_sha256": state_dict_sha256(module) for name, module in modules.items()},
+        "throughput": reporter.throughput(),
+        "data": data_report,
+        "distributed_type": accelerator.distributed_type.value,
+    }
+    if sample_indices is not None:
+        summary["sample_indices"] = sample_indices
+    path = write_rank_summary(output_dir, accelerator.process_index, summary)
+    accelerator.wait_for_everyone()
+    reporter.close()  # ends the tracker, which also tears down the process group: keep it last
+    return path
