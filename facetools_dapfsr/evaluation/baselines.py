@@ -40,12 +40,11 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from facetools_dapfsr.data.degradation import DegradationConfig, degrade
-from facetools_dapfsr.losses import perceptual_loss
+from facetools_dapfsr.losses import VGGFeatures, perceptual_loss
 
 if TYPE_CHECKING:
     from facetools_dapfsr.adaptation.damma import DAMMAConfig
     from facetools_dapfsr.evaluation.adain import StyleTransfer
-    from facetools_dapfsr.losses import VGGFeatures
     from facetools_dapfsr.models.dapfsr import DAPFSR
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
@@ -75,9 +74,18 @@ class Method(abc.ABC):
     def adapted(self, model: DAPFSR, exemplar: Exemplar | None) -> contextlib.AbstractContextManager[Restorer]:
         """A context manager yielding this method's restorer for ``exemplar``."""
 
+    vgg: VGGFeatures | None = None
+    """VGG-19 features for the methods that fine-tune with the Eq. 5 loss (loaded on first use)."""
+
     def settings(self) -> dict[str, Any]:
         """The method's settings, recorded in ``results.json``."""
         return {}
+
+    def _features(self, device: torch.device) -> VGGFeatures:
+        """``self.vgg`` on ``device``, read from the weights cache the first time."""
+        if self.vgg is None:
+            self.vgg = VGGFeatures.from_weights_cache(progress=False)
+        return self.vgg.to(device)
 
 
 class Bicubic(Method):
@@ -188,7 +196,7 @@ class DirectFineTune(Method):
     def adapted(self, model: DAPFSR, exemplar: Exemplar | None) -> Iterator[Restorer]:
         if exemplar is None:
             raise ValueError("direct fine-tuning needs an exemplar")
-        params = finetune_decoder(model, exemplar, self.config, self._features(model))
+        params = finetune_decoder(model, exemplar, self.config, self._features(model.w_mu.device))
 
         def restore(lr: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
@@ -196,12 +204,6 @@ class DirectFineTune(Method):
 
         yield restore
 
-    def _features(self, model: DAPFSR) -> VGGFeatures:
-        from facetools_dapfsr.losses import VGGFeatures
-
-        if self.vgg is None:
-            self.vgg = VGGFeatures.from_weights_cache(progress=False)
-        return self.vgg.to(model.w_mu.device)
 
 
 def finetune_decoder(
@@ -268,26 +270,23 @@ class AdaINAugment(Method):
     @contextlib.contextmanager
     def adapted(self, model: DAPFSR, exemplar: Exemplar | None) -> Iterator[Restorer]:
         from facetools_dapfsr.evaluation.adain import StyleTransfer
-        from facetools_dapfsr.losses import VGGFeatures
 
         if exemplar is None:
             raise ValueError("the AdaIN baseline needs an exemplar")
         if self.source_faces is None or len(self.source_faces) == 0:
             raise ValueError("the AdaIN baseline needs source-domain faces (evaluate --source DIR)")
-        if self.vgg is None:
-            self.vgg = VGGFeatures.from_weights_cache(progress=False)
-        if self.transfer is None:
-            self.transfer = StyleTransfer.from_weights_cache(encoder=self.vgg)
         device = exemplar.hr.device
+        vgg = self._features(device)
+        if self.transfer is None:
+            self.transfer = StyleTransfer.from_weights_cache(encoder=vgg)
         self.transfer.to(device)
-        self.vgg.to(device)
         stylised = torch.cat(
             [
                 self.transfer(chunk.to(device), exemplar.hr, self.config.strength)
                 for chunk in self.source_faces.split(16)
             ]
         )
-        adapted = finetune_modulations(model, stylised, exemplar, self.config, self.vgg)
+        adapted = finetune_modulations(model, stylised, exemplar, self.config, vgg)
 
         def restore(lr: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
@@ -341,13 +340,11 @@ class DAMMA(Method):
     @contextlib.contextmanager
     def adapted(self, model: DAPFSR, exemplar: Exemplar | None) -> Iterator[Restorer]:
         from facetools_dapfsr.adaptation.damma import run_damma
-        from facetools_dapfsr.losses import VGGFeatures
 
         if exemplar is None:
             raise ValueError("DAMMA needs an exemplar")
-        if self.vgg is None:
-            self.vgg = VGGFeatures.from_weights_cache(progress=False)
-        result = run_damma(model, exemplar.hr, exemplar.lr, config=self.config, vgg=self.vgg, progress=False)
+        vgg = self._features(exemplar.hr.device)
+        result = run_damma(model, exemplar.hr, exemplar.lr, config=self.config, vgg=vgg, progress=False)
         model.add_adapter(result.adapter, EVALUATION_ADAPTER)
         try:
             yield model.upscale
