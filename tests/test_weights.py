@@ -57,14 +57,14 @@ def test_sources_are_pinned() -> None:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _copy_artifacts(session_cache: Path, cache: Path, source: WeightSource) -> None:
-    """Seed a fresh cache with the session cache's verified downloads."""
+def _offline_cache(session_cache: Path, cache: Path, source: WeightSource, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point DAPFSR_CACHE at a fresh ``cache`` seeded with the session cache's verified
+    downloads, and make any further download fail the test."""
     (cache / "artifacts").mkdir(parents=True, exist_ok=True)
     for artifact in source.artifacts:
         shutil.copy2(session_cache / "artifacts" / artifact.filename, cache / "artifacts" / artifact.filename)
+    monkeypatch.setenv("DAPFSR_CACHE", str(cache))
 
-
-def _forbid_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> Path:
         raise AssertionError("the artifact should have been reused, not downloaded again")
 
@@ -99,10 +99,7 @@ def test_damaged_entry_is_detected_and_rebuilt_without_download(
     damage: str, weights_cache: Path, fetched_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = get_source(SMALL_SOURCE)
-    cache = tmp_path / "cache"
-    _copy_artifacts(weights_cache, cache, source)
-    monkeypatch.setenv("DAPFSR_CACHE", str(cache))
-    _forbid_downloads(monkeypatch)
+    _offline_cache(weights_cache, tmp_path / "cache", source, monkeypatch)
     fetch(source, progress=False)
     original, _ = load_weights(source, progress=False)
 
@@ -131,10 +128,7 @@ def test_entry_from_another_converter_revision_is_outdated_and_rebuilt(
     weights_cache: Path, fetched_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = get_source(SMALL_SOURCE)
-    cache = tmp_path / "cache"
-    _copy_artifacts(weights_cache, cache, source)
-    monkeypatch.setenv("DAPFSR_CACHE", str(cache))
-    _forbid_downloads(monkeypatch)
+    _offline_cache(weights_cache, tmp_path / "cache", source, monkeypatch)
     fetch(source, progress=False)
     newer = dataclasses.replace(source, revision=source.revision + 1)
     assert entry_status(newer) is EntryStatus.OUTDATED
@@ -184,9 +178,7 @@ def test_converter_failure_leaves_no_entry(
     monkeypatch.setitem(sys.modules, "dapfsr_test_converters", module)
     source = dataclasses.replace(get_source(SMALL_SOURCE), name="exploding", converter="dapfsr_test_converters:explode")
     cache = tmp_path / "cache"
-    _copy_artifacts(weights_cache, cache, source)
-    monkeypatch.setenv("DAPFSR_CACHE", str(cache))
-    _forbid_downloads(monkeypatch)
+    _offline_cache(weights_cache, cache, source, monkeypatch)
     with pytest.raises(RuntimeError, match="on purpose"):
         fetch(source, progress=False)
     assert not (cache / "exploding").exists()
