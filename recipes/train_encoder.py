@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,11 +26,7 @@ from facetools_dapfsr.config import MobileStyleGANConfig
 from facetools_dapfsr.data.degradation import DegradationConfig
 from facetools_dapfsr.data.faces import FaceDataError
 from facetools_dapfsr.losses import VGGFeatures, perceptual_loss
-from facetools_dapfsr.training.arguments import (
-    TrainingArguments,
-    option,
-    parse_arguments,
-)
+from facetools_dapfsr.training.arguments import EncoderTrainingArguments, parse_arguments
 from facetools_dapfsr.training.checkpointing import (
     TrainingState,
     load_checkpoint,
@@ -39,6 +34,7 @@ from facetools_dapfsr.training.checkpointing import (
     save_checkpoint,
 )
 from facetools_dapfsr.training.data import prepare_faces, stream_loader
+from facetools_dapfsr.training.model_card import encoder_card_info
 from facetools_dapfsr.training.native_decoder import (
     load_native_decoder,
     read_native_decoder_config,
@@ -54,6 +50,7 @@ from facetools_dapfsr.training.seeding import (
     seed_global_rngs,
     seed_step,
 )
+from facetools_dapfsr.training.schedule import learning_rate_at
 from facetools_dapfsr.training.setup import (
     broadcast_buffers,
     create_accelerator,
@@ -66,26 +63,6 @@ from facetools_dapfsr.training.validation import (
 )
 
 logger = logging.getLogger("train_encoder")
-
-
-@dataclass
-class EncoderTrainingArguments(TrainingArguments):
-    """Options of the encoder recipe (plus every shared training option)."""
-
-    config: str = option("prior", "Model: a preset (tiny, paper, prior) or a DAP-FSR config JSON file.")
-    decoder: str | None = option(
-        None, "Native StyleGAN2 decoder folder written by train_decoder.py; replaces the config's decoder."
-    )
-    mse_weight: float = option(1.0, "Weight of the pixel MSE (Eq. 3).")
-    perceptual_weight: float = option(
-        0.01,
-        "Weight of the VGG-19 perceptual loss (Eq. 4). The normalised VGG sees Caffe-scaled pixels, "
-        "so its feature MSE is ~100x the pixel MSE on faces; 0.01 keeps the two terms comparable.",
-    )
-    degradation: str | None = option(None, "DegradationConfig JSON file (default: the paper's ranges).")
-    lpips_net: str = option("vgg", "LPIPS backbone for validation ('none' skips LPIPS).", ("vgg", "alex", "none"))
-    grid_size: int = option(8, "Validation faces in the LR | output | HR grid saved at each validation.")
-    latent_samples: int = option(10_000, "Mapping-network samples for the W statistics of Eq. 2 (native decoder).")
 
 
 def build_model(args: EncoderTrainingArguments) -> DAPFSR:
@@ -210,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     while state.step < args.max_steps:
         step = state.step + 1
         seed_step(args.seed, step, accelerator.process_index)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(
+                step, args.learning_rate, args.max_steps, args.lr_warmup_steps, args.lr_schedule
+            )
         totals = {"loss": 0.0, "mse": 0.0, "perceptual": 0.0}
         for _ in range(accumulation):
             lr, hr, _valid, index = next(batches)
@@ -248,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         # A DeepSpeed fp16/bf16 engine holds a half-precision module; the release is float32.
         model.encoder = final_encoder.float()
         model.encoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in encoder_state.items()})
+        model.card_info = encoder_card_info(
+            args.to_dict(), EncoderTrainingArguments().to_dict(), faces.report.to_dict(), state.samples_seen
+        )
         model.save_pretrained(output_dir / "model")
         reporter.message(f"model written to {output_dir / 'model'}")
         if args.push_to_hub:

@@ -119,6 +119,10 @@ def test_model_card_is_rendered_from_the_template(workspace) -> None:
     metadata = yaml.safe_load(card.split("---")[1])
     assert metadata["library_name"] == "facetools-dapfsr" and "damma" in metadata["tags"]
     assert "base_model" not in metadata  # a local path is not Hub metadata
+    assert config["base_decoder"] == "stylegan2"
+    for section in ("## Training data", "## Evaluation protocol", "## Metrics", "## Intended use", "## Limitations", "## Licence"):
+        assert section in card
+    assert "dapfsr evaluate --target" in card and "native StyleGAN2" in card
 
 
 # -- on the model -----------------------------------------------------------------------------
@@ -330,7 +334,7 @@ def test_every_package_is_listed_in_pyproject() -> None:
     assert pyproject["tool"]["setuptools"]["package-dir"]["facetools_dapfsr.hub_cards"] == "hub_cards"
 
 
-def test_wheel_ships_the_card_templates(tmp_path) -> None:
+def test_wheel_ships_the_card_templates_and_the_builtin_model(tmp_path) -> None:
     source = tmp_path / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -347,5 +351,13 @@ def test_wheel_ships_the_card_templates(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"facetools_dapfsr/hub_cards/adapter.md", "facetools_dapfsr/hub_cards/__init__.py"} <= names
+    assert {
+        "facetools_dapfsr/hub_cards/adapter.md",
+        "facetools_dapfsr/hub_cards/base_model.md",
+        "facetools_dapfsr/hub_cards/__init__.py",
+        "facetools_dapfsr/default_model/config.json",
+        "facetools_dapfsr/default_model/model.safetensors",
+        "facetools_dapfsr/default_model/model_card.json",
+        "facetools_dapfsr/default_model/README.md",
+    } <= names
     assert "facetools_dapfsr/hub/adapters.py" in names

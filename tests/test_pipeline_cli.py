@@ -129,10 +129,10 @@ def test_upscale_mixed_album(album, model_dir, tmp_path, group_photo, capsys):
     assert report["settings"]["scale"] == 3 and report["num_processes"] == 1
 
 
-def test_missing_model_is_a_clear_error(album, tmp_path, capsys):
-    status = main(["upscale", str(album / "colour.jpg"), "-o", str(tmp_path / "out")])
+def test_missing_model_folder_is_a_clear_error(album, tmp_path, capsys):
+    status = main(["upscale", str(album / "colour.jpg"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "nope")])
     assert status == 2
-    assert "no super-resolution model given: pass --model" in capsys.readouterr().err
+    assert "no such model folder" in capsys.readouterr().err
 
 
 def test_adapter_option_reaches_the_model(album, model_dir, tmp_path, capsys):

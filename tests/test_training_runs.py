@@ -118,6 +118,11 @@ def _check_two_ranks(output: Path, steps: int, batch: int = 2) -> list[dict]:
     assert (data["total"], data["no_face"], data["unreadable"]) == (10, 1, 1)
     model = DAPFSR.from_pretrained(output / "model")
     assert state_dict_sha256(model.encoder) == ranks[0]["encoder_sha256"]
+    # The model card names the data and the command that reproduces the run.
+    assert model.card_info.training_command.startswith("python recipes/train_encoder.py")
+    assert "--max-steps" in model.card_info.training_command
+    assert "8 of 10 images used" in model.card_info.training_data
+    assert model.card_info.training_command in (output / "model" / "README.md").read_text()
     return ranks
 
 

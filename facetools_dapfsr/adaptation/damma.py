@@ -294,6 +294,7 @@ def adapter_from_delta(
         lr_size=model.config.lr_size,
         base_model=registry.base_model,
         base_revision=registry.base_revision,
+        base_decoder=model.config.decoder.type,
         training=training or {},
     )
     return Adapter(config=config, tensors=tensors)

@@ -33,12 +33,10 @@ def _damma_config(args: argparse.Namespace) -> DAMMAConfig:
 def _adapt(args: argparse.Namespace) -> int:
     from facetools_dapfsr.adaptation.damma import run_damma
     from facetools_dapfsr.adaptation.exemplar import load_exemplar
-    from facetools_dapfsr.models.dapfsr import DAPFSR
+    from facetools_dapfsr.pipeline.super_resolve import load_model
 
-    if args.model is None:
-        raise ValueError("no model given: pass --model with a folder or Hub id of a source-trained DAP-FSR model")
     config = _damma_config(args)
-    model = DAPFSR.from_pretrained(args.model, revision=args.revision).to(args.device)
+    model = load_model(args.model, revision=args.revision).to(args.device)
     exemplar = load_exemplar(
         args.exemplar, model.config.hr_size, lr_path=args.exemplar_lr, lr_size=model.config.lr_size
     )
@@ -70,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="LR_IMAGE",
         help="the exemplar's low-resolution face, aligned like the HR one (default: made by the degradation model)",
     )
-    parser.add_argument("--model", metavar="M", help="source-trained model: folder or Hub repo id")
+    parser.add_argument(
+        "--model", metavar="M", help="source-trained model: folder or Hub repo id (default: the built-in model)"
+    )
     parser.add_argument("--revision", help="revision of the model's Hub repo (branch, tag or commit)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="adapter folder to write")
     parser.add_argument("--steps", type=int, metavar="N", help=f"step cap (default {defaults.max_steps})")

@@ -2,6 +2,8 @@
 
     dapfsr bench [--model M | --preset tiny|paper|prior] [--device D] --out FILE.json
 
+Without ``--model`` or ``--preset`` it measures the built-in model (``DAPFSR.default()``).
+
 Measures feed-forward faces/s at batch 1 and 32, PULSE-style seconds per face at its usual step
 count, their ratio (the paper claims x150), the DAMMA adaptation time and peak memory, and records
 the machine. Speed does not depend on the weights: ``--preset`` builds a randomly initialised
@@ -23,8 +25,10 @@ def _load_model(args: argparse.Namespace) -> DAPFSR:
     from facetools_dapfsr.config import DAPFSRConfig, MobileStyleGANConfig
     from facetools_dapfsr.models.dapfsr import DAPFSR
 
-    if args.model is not None:
-        return DAPFSR.from_pretrained(args.model, revision=args.revision)
+    if args.preset is None:
+        from facetools_dapfsr.pipeline.super_resolve import load_model
+
+        return load_model(args.model, revision=args.revision)
     config = DAPFSRConfig.from_preset(args.preset)
     model = DAPFSR(config)
     if isinstance(config.decoder, MobileStyleGANConfig):
@@ -52,7 +56,9 @@ def _bench(args: argparse.Namespace) -> int:
     )
     model = _load_model(args)
     record = run_benchmark(model, config, device=args.device, damma=not args.no_damma, pulse=not args.no_pulse)
-    record["model"]["id"] = args.model or f"preset:{args.preset} (random encoder)"
+    record["model"]["id"] = args.model or (
+        f"preset:{args.preset} (random encoder)" if args.preset else "built-in (DAPFSR.default())"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
@@ -80,9 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(the paper claims x150), DAMMA adaptation time, peak memory. Writes one JSON file with the machine.",
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--model", metavar="M", help="model folder or Hub repo id")
+    source.add_argument("--model", metavar="M", help="model folder or Hub repo id (default: the built-in model)")
     source.add_argument(
-        "--preset", default="paper", choices=("tiny", "paper", "prior"), help="configuration to build (default paper)"
+        "--preset", choices=("tiny", "paper", "prior"), help="a configuration with a random encoder instead of a model"
     )
     parser.add_argument("--revision", help="revision of the model's Hub repo")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")

@@ -1,6 +1,6 @@
 """``dapfsr evaluate``: the paper's cross-domain protocol on a target domain.
 
-    dapfsr evaluate --target DIR --model M --out DIR [--source DIR] [--splits N] [--draws K]
+    dapfsr evaluate --target DIR [--model M] --out DIR [--source DIR] [--splits N] [--draws K]
                     [--methods bicubic,source-only,damma] [--seed S] [--max-eval N]
                     [--damma-steps N] [--pulse-steps N] [--finetune-steps N] [--adain-steps N]
                     [--source-images N] [--device D]
@@ -32,7 +32,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from facetools_dapfsr.evaluation.protocol import Domain, ProtocolConfig
     from facetools_dapfsr.evaluation.report import write_report
     from facetools_dapfsr.evaluation.runner import EvaluationSettings, Scorer, evaluate
-    from facetools_dapfsr.models.dapfsr import DAPFSR
+    from facetools_dapfsr.pipeline.super_resolve import load_model
 
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     protocol = ProtocolConfig(splits=args.splits, draws=args.draws, seed=args.seed, max_eval_images=args.max_eval)
@@ -52,7 +52,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError("the adain method needs source-domain faces: pass --source DIR")
     build_methods(names)  # unknown names fail here, before any data is read
 
-    model = DAPFSR.from_pretrained(args.model, revision=args.revision)
+    model = load_model(args.model, revision=args.revision)
     source_faces = None
     if "adain" in names:
         source = Domain.from_folder(args.source, show_progress=not args.quiet, max_images=4 * args.source_images)
@@ -68,9 +68,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     settings = EvaluationSettings(batch_size=args.batch_size, grid_images=args.grid_images, device=args.device)
     result = evaluate(model, target, methods, scorer, protocol, settings, show_progress=not args.quiet)
-    result.metadata["model"]["id"] = str(args.model)
+    result.metadata["model"]["id"] = str(args.model) if args.model else "built-in (DAPFSR.default())"
     result.metadata["model"]["revision"] = args.revision
     result.metadata["source"] = str(args.source) if args.source else None
+    result.metadata["command"] = args.command_line
     paths = write_report(result, args.out)
     print((Path(args.out) / "results.md").read_text(), end="")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -96,7 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--source-images", type=int, default=64, metavar="N", help="source faces for the adain baseline (default 64)"
     )
-    parser.add_argument("--model", required=True, metavar="M", help="source-trained model: folder or Hub repo id")
+    parser.add_argument(
+        "--model", metavar="M", help="source-trained model: folder or Hub repo id (default: the built-in model)"
+    )
     parser.add_argument("--revision", help="revision of the model's Hub repo")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the report")
     parser.add_argument("--splits", type=int, default=10, metavar="N", help="splits of the target domain (default 10)")

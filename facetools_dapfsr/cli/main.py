@@ -7,6 +7,7 @@ and sets ``func`` (a callable taking the parsed namespace and returning an exit 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -32,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    # Reports record the command that made them, so a figure can be reproduced.
+    args.command_line = "dapfsr " + shlex.join(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 0

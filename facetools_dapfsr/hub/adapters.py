@@ -31,7 +31,6 @@ import string
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +38,7 @@ import torch
 from safetensors.torch import save_file
 
 from facetools_dapfsr.fileio import atomic_path, atomic_write_text, sha256_file
+from facetools_dapfsr.hub.cards import README_NAME, card_template, licence_section, metrics_table
 from facetools_dapfsr.hub.checkpoint import CONFIG_NAME, MAX_LISTED, read_safetensors, resolve_file
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-README_NAME = "README.md"
 ADAPTER_TYPE = "dapfsr-damma"
 ADAPTER_FORMAT_VERSION = 1
 DEFAULT_ADAPTER_NAME = "default"
@@ -88,6 +87,8 @@ class AdapterConfig:
     """Hub id or local path the base model was loaded from (informational)."""
     base_revision: str | None = None
     """Commit hash of the base model when it came from the Hub."""
+    base_decoder: str | None = None
+    """Decoder type of the base model (``mobilestylegan``, ``stylegan2``): sets the card's licence."""
     weights_sha256: str = ""
     """sha256 of ``adapter_model.safetensors``; loading refuses a file that does not match."""
     training: dict[str, Any] = field(default_factory=dict)
@@ -267,11 +268,6 @@ def _compare_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str,
 
 
 # -- model card ------------------------------------------------------------------------------
-def card_template(name: str = "adapter.md") -> str:
-    """A model-card template shipped in ``facetools_dapfsr.hub_cards`` (the repo's ``hub_cards/``)."""
-    return resources.files("facetools_dapfsr.hub_cards").joinpath(name).read_text(encoding="utf-8")
-
-
 def render_card(config: AdapterConfig, adapter: Adapter) -> str:
     """README.md of an adapter repo: the template with this adapter's facts filled in."""
     training = config.training
@@ -301,6 +297,8 @@ def render_card(config: AdapterConfig, adapter: Adapter) -> str:
         "library_version": config.library_version or "unknown",
         "adapter_type": config.adapter_type,
         "format_version": str(config.format_version),
+        "metrics": metrics_table(training.get("metrics", [])),
+        "licence": licence_section(config.base_decoder, trained_on_celeba=False),
     }
     return string.Template(card_template("adapter.md")).substitute(values)
 

@@ -18,6 +18,7 @@ from facetools_dapfsr.config import DAPFSRConfig, MobileStyleGANConfig
 from facetools_dapfsr.fileio import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
+    from facetools_dapfsr.hub.cards import ModelCardInfo
     from facetools_dapfsr.models.dapfsr import DAPFSR
 
 CONFIG_NAME = "config.json"
@@ -78,14 +79,23 @@ def stored_state_dict(model: DAPFSR) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if not k.startswith(skip)} if skip else model.state_dict()
 
 
-def save_model(model: DAPFSR, save_directory: str | Path) -> Path:
+def save_model(model: DAPFSR, save_directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    from facetools_dapfsr.hub.cards import CARD_INFO_NAME, README_NAME, render_model_card
+
     directory = Path(save_directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in stored_state_dict(model).items()}
+    tensors = {}
+    for name, tensor in stored_state_dict(model).items():
+        tensor = tensor.detach().cpu()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        tensors[name] = tensor.contiguous()
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         # One metadata key only: safetensors writes several in a per-process random order, which
         # would make the file's bytes (and hash) differ between identical saves.
         save_file(tensors, str(tmp), metadata={"format": "pt"})
+    atomic_write_text(directory / CARD_INFO_NAME, model.card_info.to_json_string())
+    atomic_write_text(directory / README_NAME, render_model_card(model))
     atomic_write_text(directory / CONFIG_NAME, model.config.to_json_string())
     return directory
 
@@ -129,9 +139,22 @@ def load_model(cls: type[DAPFSR], model_id_or_path: str | Path, revision: str | 
         from facetools_dapfsr.models.mobilestylegan import MobileStyleGANDecoder
 
         model.decoder = MobileStyleGANDecoder.from_weights_cache(config.decoder)
+    # Tensors stored in half precision (the built-in model) are cast to the model's dtype here.
     missing, unexpected = model.load_state_dict(tensors, strict=not skip)
     assert not unexpected and all(name.startswith(skip) for name in missing)
+    model.card_info = read_card_info(model_id_or_path, revision)
     return model.eval()
+
+
+def read_card_info(model_id_or_path: str | Path, revision: str | None = None) -> ModelCardInfo:
+    """The model's ``model_card.json``; models saved before it existed get an empty one."""
+    from facetools_dapfsr.hub.cards import CARD_INFO_NAME, ModelCardInfo
+
+    try:
+        path = resolve_file(model_id_or_path, CARD_INFO_NAME, revision)
+    except FileNotFoundError:
+        return ModelCardInfo()
+    return ModelCardInfo.from_json_file(path)
 
 
 def push_model(

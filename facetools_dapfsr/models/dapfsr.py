@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from facetools_dapfsr.config import DAPFSRConfig, DecoderConfig, MobileStyleGANConfig, StyleGAN2Config
+from facetools_dapfsr.hub.cards import ModelCardInfo
 from facetools_dapfsr.models.decoder import Decoder
 from facetools_dapfsr.models.encoder import DAPFSREncoder
 
@@ -18,6 +20,11 @@ if TYPE_CHECKING:
 
 # Input range tolerance: resampling (bicubic, antialiasing) overshoots [0, 1] slightly.
 RANGE_TOLERANCE = 1e-3
+
+
+def default_model_path() -> Path:
+    """Folder of the built-in model shipped inside the package (config, fp16 weights, card)."""
+    return Path(str(resources.files("facetools_dapfsr").joinpath("default_model")))
 
 
 def build_decoder(config: DecoderConfig) -> Decoder:
@@ -48,6 +55,8 @@ class DAPFSR(nn.Module):
         self.encoder = DAPFSREncoder(config.encoder, num_ws=self.decoder.num_ws, w_dim=self.decoder.w_dim)
         self.register_buffer("w_mu", torch.zeros(self.decoder.w_dim))
         self.register_buffer("w_sigma", torch.ones(self.decoder.w_dim))
+        self.card_info = ModelCardInfo()
+        """How the model was trained and what it measured: rendered into its README.md."""
 
     # -- the network -----------------------------------------------------------------------
     @property
@@ -118,13 +127,32 @@ class DAPFSR(nn.Module):
             raise ValueError(f"{name} contains NaN or infinite values")
 
     # -- Hub format (see facetools_dapfsr.hub.checkpoint) ---------------------------------
-    def save_pretrained(self, save_directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` to ``save_directory``."""
+    def save_pretrained(self, save_directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors``, ``model_card.json`` and the model card
+        ``README.md`` (from ``hub_cards/base_model.md``) to ``save_directory``.
+
+        Args:
+            dtype: store floating-point tensors in this dtype (``torch.float16`` halves the file;
+                loading casts them back to the model's dtype). Default: as they are.
+        """
         from facetools_dapfsr.hub.checkpoint import save_model
 
         # An active adapter is not part of the base model: save the base weights.
         with self.disable_adapter():
-            return save_model(self, save_directory)
+            return save_model(self, save_directory, dtype=dtype)
+
+    @classmethod
+    def default(cls) -> DAPFSR:
+        """The built-in model, loaded offline: trained on CelebA with the imported FFHQ prior.
+
+        Its encoder ships inside the package; the first call fetches and converts the prior into
+        the weights cache (``DAPFSR_CACHE``, with progress), later calls read it from there.
+        See ``facetools_dapfsr/default_model/README.md`` for its training, metrics and licence.
+        """
+        path = default_model_path()
+        if not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"the built-in model is missing from this installation ({path})")
+        return cls.from_pretrained(path)
 
     @classmethod
     def from_pretrained(

@@ -10,12 +10,6 @@ import torch.nn.functional as F
 
 from facetools_dapfsr.pipeline.config import PipelineConfig
 
-NO_MODEL_MESSAGE = (
-    "no super-resolution model given: pass --model with a local model folder or a Hub model id "
-    "(there is no built-in default model yet)"
-)
-
-
 def load_model(
     model: str | os.PathLike[str] | Any | None,
     revision: str | None = None,
@@ -25,10 +19,7 @@ def load_model(
     from facetools_dapfsr import DAPFSR
 
     if model is None:
-        default = getattr(DAPFSR, "default", None)
-        if default is None:
-            raise ValueError(NO_MODEL_MESSAGE)
-        model = default()
+        model = DAPFSR.default()
     elif isinstance(model, (str, os.PathLike)):
         model = DAPFSR.from_pretrained(model, revision=revision)
     if adapter is not None:

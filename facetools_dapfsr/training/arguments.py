@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from facetools_dapfsr.training.schedule import SCHEDULES
+
 T = TypeVar("T", bound="TrainingArguments")
 
 
@@ -91,6 +93,33 @@ class TrainingArguments:
         if unknown:
             raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}")
         return cls(**data)
+
+
+@dataclass
+class EncoderTrainingArguments(TrainingArguments):
+    """Options of the encoder recipe (plus every shared training option)."""
+
+    config: str = option("prior", "Model: a preset (tiny, paper, prior) or a DAP-FSR config JSON file.")
+    decoder: str | None = option(
+        None, "Native StyleGAN2 decoder folder written by train_decoder.py; replaces the config's decoder."
+    )
+    mse_weight: float = option(1.0, "Weight of the pixel MSE (Eq. 3).")
+    perceptual_weight: float = option(
+        0.01,
+        "Weight of the VGG-19 perceptual loss (Eq. 4). The normalised VGG sees Caffe-scaled pixels, "
+        "so its feature MSE is ~100x the pixel MSE on faces; 0.01 keeps the two terms comparable.",
+    )
+    degradation: str | None = option(None, "DegradationConfig JSON file (default: the paper's ranges).")
+    lpips_net: str = option("vgg", "LPIPS backbone for validation ('none' skips LPIPS).", ("vgg", "alex", "none"))
+    grid_size: int = option(8, "Validation faces in the LR | output | HR grid saved at each validation.")
+    latent_samples: int = option(10_000, "Mapping-network samples for the W statistics of Eq. 2 (native decoder).")
+    lr_schedule: str = option("constant", "Learning-rate schedule after warm-up.", SCHEDULES)
+    lr_warmup_steps: int = option(0, "Linear learning-rate warm-up over the first N steps.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"--lr-warmup-steps must not be negative, got {self.lr_warmup_steps}")
 
 
 # -- command line -------------------------------------------------------------------------------

@@ -1,0 +1,58 @@
+"""What a training run tells a model card: data, procedure, the command that reproduces it."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from facetools_dapfsr.hub.cards import ModelCardInfo
+
+# Options that describe the run's machine or bookkeeping, not the model: left out of the command.
+NOT_IN_COMMAND = {"output_dir", "resume", "report_to", "record_samples", "push_to_hub", "num_workers"}
+
+
+def reproduce_command(recipe: str, options: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """``python recipes/<recipe> --flag value ...`` with every option that differs from its default."""
+    words = ["python", f"recipes/{recipe}"]
+    for name, value in sorted(options.items()):
+        if name in NOT_IN_COMMAND or defaults.get(name, object()) == value:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif value is not None:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def encoder_card_info(
+    options: dict[str, Any],
+    defaults: dict[str, Any],
+    data_report: dict[str, Any],
+    samples_seen: int,
+) -> ModelCardInfo:
+    """Card facts of a ``train_encoder.py`` run (``options``: its ``training_args.json``)."""
+    source = str(options.get("data"))
+    limit = options.get("max_images")
+    data = (
+        f"`{source}` (split `{options.get('data_split')}`"
+        + (f", first {limit} images" if limit else "")
+        + f"): {data_report.get('kept')} of {data_report.get('total')} images used, the rest had no face "
+        f"MTCNN accepted or could not be read. Faces are aligned to the model's 5-point template and "
+        f"degraded on the fly by the paper's model (random rotation, shift and scale, then downsampling), "
+        f"seeded per sample."
+    )
+    procedure = (
+        f"Encoder trained from scratch against the frozen decoder with MSE (weight {options.get('mse_weight')}) "
+        f"+ VGG-19 perceptual loss (weight {options.get('perceptual_weight')}), Adam, learning rate "
+        f"{options.get('learning_rate')} ({options.get('lr_schedule', 'constant')} schedule, "
+        f"{options.get('lr_warmup_steps', 0)} warm-up steps), {options.get('max_steps')} steps of "
+        f"{options.get('batch_size')} x {options.get('gradient_accumulation_steps')} faces per process "
+        f"({samples_seen:,} training samples in all), seed {options.get('seed')}."
+    )
+    return ModelCardInfo(
+        training_data=data,
+        training_procedure=procedure,
+        training_command=reproduce_command("train_encoder.py", options, defaults),
+        trained_on_celeba="celeba" in source.lower(),
+    )

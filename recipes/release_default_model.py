@@ -1,0 +1,79 @@
+"""Turn a finished ``train_encoder.py`` run into the built-in model shipped in the package.
+
+Writes ``facetools_dapfsr/default_model/``: ``config.json``, ``model.safetensors`` (stored in
+float16; the FFHQ prior is not stored, it comes from the weights cache), ``model_card.json`` and
+the card ``README.md``. Run it once to ship the weights, measure the shipped model with
+``dapfsr evaluate`` (no ``--model``: the built-in one), then again with the reports so that the
+card carries the figures (both runs write byte-identical weights):
+
+    python recipes/release_default_model.py --run runs/default_model
+    dapfsr evaluate --target ../shared/data/celeba/test --methods bicubic,source-only \\
+        --splits 1 --draws 1 --out runs/eval_celeba
+    python recipes/release_default_model.py --run runs/default_model --evaluation runs/eval_celeba/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facetools_dapfsr import DAPFSR
+from facetools_dapfsr.models.dapfsr import default_model_path
+from facetools_dapfsr.training.arguments import EncoderTrainingArguments
+from facetools_dapfsr.training.model_card import encoder_card_info
+
+
+def evaluation_rows(results_path: Path) -> list[dict[str, Any]]:
+    """One card row per method of a ``dapfsr evaluate`` report."""
+    result = json.loads(results_path.read_text())
+    target, protocol = result["target"], result["protocol"]
+    subset = f", at most {protocol['max_eval_images']} faces each" if protocol.get("max_eval_images") else ""
+    benchmark = f"{target['name']} ({protocol['splits']} splits x {protocol['draws']} draws{subset})"
+    return [
+        {
+            "benchmark": benchmark,
+            "method": entry["label"],
+            "psnr": entry.get("psnr"),
+            "ssim": entry.get("ssim"),
+            "lpips": entry.get("lpips"),
+            "command": result.get("command"),
+        }
+        for entry in result["summary"].values()
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="output folder of the train_encoder.py run")
+    parser.add_argument("--out", type=Path, default=default_model_path(), help="where to write (default: the package's)")
+    parser.add_argument(
+        "--evaluation",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="RESULTS_JSON",
+        help="a dapfsr evaluate report (results.json) of the shipped model, for the card; repeatable",
+    )
+    args = parser.parse_args(argv)
+
+    options = json.loads((args.run / "training_args.json").read_text())
+    summary = json.loads((args.run / "summary_rank0.json").read_text())
+    model = DAPFSR.from_pretrained(args.run / "model")
+    model.card_info = encoder_card_info(
+        options, EncoderTrainingArguments().to_dict(), summary["data"], summary["samples_seen"]
+    )
+    for path in args.evaluation:
+        model.card_info.metrics.extend(evaluation_rows(path))
+    out = model.save_pretrained(args.out, dtype=torch.float16)
+    size = (out / "model.safetensors").stat().st_size
+    print(f"built-in model written to {out} ({size / 2**20:.1f} MiB of weights)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
