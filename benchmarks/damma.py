@@ -11,7 +11,7 @@ Run (from the repository root; results are printed and written as JSON with ``--
         the tiny preset (random weights) unless --model is given.
 
 Extended Yale B quality before and after adaptation is measured with the evaluation protocol,
-``dapfsr evaluate --methods bicubic,source-only,damma`` (see benchmarks/RESULTS_damma.md).
+``dapfsr evaluate --methods bicubic,source-only,damma`` (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

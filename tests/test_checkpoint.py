@@ -26,7 +26,7 @@ def saved(tmp_path):
 
 def test_round_trip_gives_identical_output(saved) -> None:
     model, folder = saved
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "model_card.json"]
     loaded = DAPFSR.from_pretrained(folder)
     assert not loaded.training
     assert loaded.config == model.config

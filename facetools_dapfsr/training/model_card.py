@@ -34,13 +34,14 @@ def encoder_card_info(
     """Card facts of a ``train_encoder.py`` run (``options``: its ``training_args.json``)."""
     source = str(options.get("data"))
     limit = options.get("max_images")
+    kept, total = data_report.get("kept"), data_report.get("total")
+    skipped = " (the others had no face MTCNN accepted, or could not be read)" if kept != total else ""
     data = (
         f"`{source}` (split `{options.get('data_split')}`"
         + (f", first {limit} images" if limit else "")
-        + f"): {data_report.get('kept')} of {data_report.get('total')} images used, the rest had no face "
-        f"MTCNN accepted or could not be read. Faces are aligned to the model's 5-point template and "
-        f"degraded on the fly by the paper's model (random rotation, shift and scale, then downsampling), "
-        f"seeded per sample."
+        + f"): {kept} of {total} images used{skipped}. Faces are aligned to the model's 5-point "
+        "template and degraded on the fly by the paper's model (random rotation, shift and scale, "
+        "then downsampling), seeded per sample."
     )
     procedure = (
         f"Encoder trained from scratch against the frozen decoder with MSE (weight {options.get('mse_weight')}) "
