@@ -149,8 +149,10 @@ class DAPFSR(nn.Module):
         the weights cache (``DAPFSR_CACHE``, with progress), later calls read it from there.
         See ``facetools_dapfsr/default_model/README.md`` for its training, metrics and licence.
         """
+        from facetools_dapfsr.hub.checkpoint import WEIGHTS_NAME
+
         path = default_model_path()
-        if not (path / "model.safetensors").is_file():
+        if not (path / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"the built-in model is missing from this installation ({path})")
         return cls.from_pretrained(path)
 
