@@ -3,7 +3,18 @@
 The decoder is the imported FFHQ prior (``--config prior``, the default) or a native StyleGAN2
 decoder trained with ``recipes/train_decoder.py`` (``--decoder PATH``). Faces are aligned to the
 model's template and degraded on the fly by the paper's model (random rotation, translation and
-scale, then downsampling to the LR size), seeded per sample.
+scale, then downsampling to the LR size) or the realistic one (``--degradation realistic``),
+seeded per sample.
+
+Two signals, alone or together:
+
+- the image loss (Eq. 5: pixel MSE + VGG-19 perceptual) on real faces (``--data``), which
+  renders the frozen decoder forward and backward: faithful, and about 25x dearer per sample;
+- the code loss on synthetic pairs from the decoder itself (``--synthetic-data``, made by
+  ``dapfsr synthesize``): MSE between ``E(LR)`` and the pair's normalised code
+  ``(w - mu) / sigma`` (the space of Eq. 2), with no decoder in the step.
+
+``--init-from default`` continues from the built-in model's encoder.
 
     accelerate launch recipes/train_encoder.py --data ../shared/data/celeba/train --output-dir runs/enc
 
@@ -25,6 +36,7 @@ from facetools_dapfsr import DAPFSR, DAPFSRConfig
 from facetools_dapfsr.config import MobileStyleGANConfig
 from facetools_dapfsr.data.degradation import DegradationConfig
 from facetools_dapfsr.data.faces import FaceDataError
+from facetools_dapfsr.data.synthetic import SyntheticPairs, SyntheticPairsError
 from facetools_dapfsr.losses import VGGFeatures, perceptual_loss
 from facetools_dapfsr.training.arguments import EncoderTrainingArguments, parse_arguments
 from facetools_dapfsr.training.checkpointing import (
@@ -39,7 +51,7 @@ from facetools_dapfsr.training.native_decoder import (
     load_native_decoder,
     read_native_decoder_config,
 )
-from facetools_dapfsr.training.pairs import DegradedPairs, ValidationPairs
+from facetools_dapfsr.training.pairs import DegradedPairs, PairAugmentation, SyntheticDegradedPairs, ValidationPairs
 from facetools_dapfsr.training.reporting import (
     RunReporter,
     finish_run,
@@ -87,10 +99,26 @@ def build_model(args: EncoderTrainingArguments) -> DAPFSR:
     return model
 
 
-def load_degradation(path: str | None) -> DegradationConfig:
-    if not path:
-        return DegradationConfig()
-    return DegradationConfig(**json.loads(Path(path).read_text()))
+def initialise_encoder(model: DAPFSR, source: str) -> None:
+    """Copy the encoder weights of ``source`` ('default', a folder or a Hub id) into ``model``."""
+    start = DAPFSR.default() if source == "default" else DAPFSR.from_pretrained(source)
+    if start.config.encoder != model.config.encoder or start.config.decoder != model.config.decoder:
+        raise ValueError(f"--init-from {source}: its config differs from --config; train it with its own config")
+    model.encoder.load_state_dict({k: v.float() for k, v in start.encoder.state_dict().items()}, strict=True)
+
+
+def lr_canvas(model: DAPFSR, degradation: DegradationConfig) -> int:
+    """Side of the training LR tensors: the model's LR size, or the encoder's input size when
+    LR sides vary (an LR above the model's size would lose detail on a smaller canvas)."""
+    if degradation.lr_size_range is not None and degradation.lr_size_range[1] > model.config.lr_size:
+        return model.config.encoder.input_size
+    return model.config.lr_size
+
+
+def masked_target(hr: torch.Tensor, valid: torch.Tensor, sr: torch.Tensor) -> torch.Tensor:
+    """The HR face where it came from the photo, the output itself where it is padding: the
+    loss neither rewards nor punishes what the model draws outside the photo."""
+    return valid * hr + (1 - valid) * sr.detach()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,16 +134,37 @@ def main(argv: list[str] | None = None) -> int:
         (output_dir / "training_args.json").write_text(args.to_json_string())
     device = accelerator.device
 
-    model = build_model(args).to(device)
+    model = build_model(args)
+    if args.init_from:
+        initialise_encoder(model, args.init_from)
+    model = model.to(device)
+    if not args.data and not args.synthetic_data:
+        logger.error("give --data (real faces, image loss), --synthetic-data (code loss) or both")
+        return 2
     try:
-        faces, validation_faces = prepare_faces(args, model.config.hr_size, accelerator)
+        faces, validation_faces = (
+            prepare_faces(args, model.config.hr_size, accelerator) if args.data else (None, None)
+        )
     except FaceDataError as error:
         logger.error("%s", error)
         return 2
-    degradation = load_degradation(args.degradation)
-    train_pairs = DegradedPairs(faces, model.config.lr_size, degradation, args.seed)
+    degradation = DegradationConfig.from_name_or_file(args.degradation)
+    canvas = lr_canvas(model, degradation)
+    lr_size = model.config.lr_size
+    augmentation = PairAugmentation(args.flip_probability, args.grey_probability)
+    train_pairs = DegradedPairs(faces, lr_size, degradation, args.seed, canvas, augmentation) if faces is not None else None
+    synthetic_pairs = None
+    if args.synthetic_data:
+        try:
+            synthetic = SyntheticPairs.load(args.synthetic_data)
+            synthetic.check_decoder(model.decoder)
+        except SyntheticPairsError as error:
+            logger.error("%s", error)
+            return 2
+        synthetic_pairs = SyntheticDegradedPairs(synthetic, lr_size, degradation, args.seed, canvas)
+    # Validation keeps the paper's protocol (clean LR at the model's size), so runs compare.
     validation_pairs = (
-        ValidationPairs(validation_faces, model.config.lr_size, degradation, args.seed, args.validation_size)
+        ValidationPairs(validation_faces, lr_size, degradation.clean(), args.seed, args.validation_size)
         if validation_faces is not None
         else None
     )
@@ -151,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     reporter = RunReporter(accelerator, output_dir, args.max_steps, samples_per_step)
     reporter.start("train_encoder", state.step, args.to_dict())
     reporter.message(describe(accelerator))
-    reporter.message(faces.report.summary())
+    if faces is not None:
+        reporter.message(faces.report.summary())
+    if synthetic_pairs is not None:
+        reporter.message(f"{len(synthetic_pairs)} synthetic pairs from {args.synthetic_data}")
 
     def upscale(lr: torch.Tensor) -> torch.Tensor:
         # Eq. 2 with the unwrapped encoder: validation must not trigger DDP gradient hooks.
@@ -182,7 +234,21 @@ def main(argv: list[str] | None = None) -> int:
     if state.step == 0:
         validate(0)
 
-    batches = iter(stream_loader(train_pairs, args, accelerator, start_batch=state.step * accumulation))
+    start_batch = state.step * accumulation
+    batches = iter(stream_loader(train_pairs, args, accelerator, start_batch)) if train_pairs is not None else None
+    synthetic_batches = (
+        iter(stream_loader(synthetic_pairs, args, accelerator, start_batch, args.synthetic_batch_size))
+        if synthetic_pairs is not None
+        else None
+    )
+    synthetic_rendered = round(args.synthetic_image_fraction * args.synthetic_batch_size)
+    zero = torch.zeros((), device=device)
+
+    def image_loss(sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mse = F.mse_loss(sr, hr)
+        perceptual = perceptual_loss(sr, hr, vgg) if vgg is not None else zero
+        return mse, perceptual
+
     seen: list[int] = []
     while state.step < args.max_steps:
         step = state.step + 1
@@ -191,26 +257,42 @@ def main(argv: list[str] | None = None) -> int:
             group["lr"] = learning_rate_at(
                 step, args.learning_rate, args.max_steps, args.lr_warmup_steps, args.lr_schedule
             )
-        totals = {"loss": 0.0, "mse": 0.0, "perceptual": 0.0}
+        totals = {"loss": 0.0, "mse": 0.0, "perceptual": 0.0, "code": 0.0}
         for _ in range(accumulation):
-            lr, hr, _valid, index = next(batches)
-            lr, hr = lr.to(device), hr.to(device)
-            if args.record_samples:
-                seen.extend(index.tolist())
             with accelerator.accumulate(encoder):
                 with accelerator.autocast():
                     # DeepSpeed's fp16/bf16 modes cast the module, not its inputs.
-                    codes = encoder(lr.to(next(encoder.parameters()).dtype)).float()
-                    sr = model.decoder.synthesis(model.w_mu + codes * model.w_sigma).float()
-                    mse = F.mse_loss(sr, hr)
-                    perceptual = perceptual_loss(sr, hr, vgg) if vgg is not None else torch.zeros((), device=device)
-                    loss = args.mse_weight * mse + args.perceptual_weight * perceptual
+                    dtype = next(encoder.parameters()).dtype
+                    mse, perceptual, code = zero, zero, zero
+                    if batches is not None:
+                        lr, hr, valid, index = next(batches)
+                        lr, hr, valid = lr.to(device), hr.to(device), valid.to(device)
+                        if args.record_samples:
+                            seen.extend(index.tolist())
+                        codes = encoder(lr.to(dtype)).float()
+                        sr = model.decoder.synthesis(model.w_mu + codes * model.w_sigma).float()
+                        mse, perceptual = image_loss(sr, masked_target(hr, valid, sr))
+                    if synthetic_batches is not None:
+                        lr_s, hr_s, ws_s, _index = next(synthetic_batches)
+                        lr_s, hr_s, ws_s = lr_s.to(device), hr_s.to(device), ws_s.to(device)
+                        codes_s = encoder(lr_s.to(dtype)).float()
+                        code = F.mse_loss(codes_s, (ws_s - model.w_mu) / model.w_sigma)
+                        if synthetic_rendered:
+                            part = model.w_mu + codes_s[:synthetic_rendered] * model.w_sigma
+                            sr_s = model.decoder.synthesis(part).float()
+                            mse_s, perceptual_s = image_loss(sr_s, hr_s[:synthetic_rendered])
+                            # Real and rendered synthetic faces weigh the same per face.
+                            real = 0 if batches is None else args.batch_size
+                            share = synthetic_rendered / (real + synthetic_rendered)
+                            mse = (1 - share) * mse + share * mse_s
+                            perceptual = (1 - share) * perceptual + share * perceptual_s
+                    loss = args.mse_weight * mse + args.perceptual_weight * perceptual + args.code_weight * code
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(encoder.parameters(), args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
-            for name, value in (("loss", loss), ("mse", mse), ("perceptual", perceptual)):
+            for name, value in (("loss", loss), ("mse", mse), ("perceptual", perceptual), ("code", code)):
                 totals[name] += float(value.detach()) / accumulation
         state.step = step
         state.samples_seen += samples_per_step
@@ -230,7 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         model.encoder = final_encoder.float()
         model.encoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in encoder_state.items()})
         model.card_info = encoder_card_info(
-            args.to_dict(), EncoderTrainingArguments().to_dict(), faces.report.to_dict(), state.samples_seen
+            args.to_dict(),
+            EncoderTrainingArguments().to_dict(),
+            faces.report.to_dict() if faces is not None else None,
+            state.samples_seen,
         )
         model.save_pretrained(output_dir / "model")
         reporter.message(f"model written to {output_dir / 'model'}")
@@ -242,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         reporter,
         output_dir,
         state,
-        faces.report.to_dict(),
+        faces.report.to_dict() if faces is not None else None,
         {"encoder": final_encoder},
         sample_indices=seen if args.record_samples else None,
     )

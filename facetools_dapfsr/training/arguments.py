@@ -109,7 +109,22 @@ class EncoderTrainingArguments(TrainingArguments):
         "Weight of the VGG-19 perceptual loss (Eq. 4). The normalised VGG sees Caffe-scaled pixels, "
         "so its feature MSE is ~100x the pixel MSE on faces; 0.01 keeps the two terms comparable.",
     )
-    degradation: str | None = option(None, "DegradationConfig JSON file (default: the paper's ranges).")
+    degradation: str | None = option(
+        None, "Degradation of the training LR: 'paper' (default), 'realistic', or a DegradationConfig JSON file."
+    )
+    flip_probability: float = option(0.0, "Mirror each real training face left-right with this probability.")
+    grey_probability: float = option(0.0, "Make each real training face grey with this probability (grey/IR domains).")
+    init_from: str | None = option(
+        None, "Start the encoder from this model's weights: 'default' (the built-in model), a folder or a Hub id."
+    )
+    synthetic_data: str | None = option(
+        None, "Synthetic (W+, HR) pairs from `dapfsr synthesize`: adds the code loss on them (with or without --data)."
+    )
+    synthetic_batch_size: int = option(32, "Synthetic pairs per process per micro-batch.")
+    code_weight: float = option(1.0, "Weight of the code loss: MSE between E(LR) and the pair's (w - mu) / sigma.")
+    synthetic_image_fraction: float = option(
+        0.0, "Share of each synthetic batch also scored by the image loss (rendered through the decoder)."
+    )
     lpips_net: str = option("vgg", "LPIPS backbone for validation ('none' skips LPIPS).", ("vgg", "alex", "none"))
     grid_size: int = option(8, "Validation faces in the LR | output | HR grid saved at each validation.")
     latent_samples: int = option(10_000, "Mapping-network samples for the W statistics of Eq. 2 (native decoder).")
@@ -118,6 +133,13 @@ class EncoderTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.synthetic_batch_size < 1:
+            raise ValueError(f"--synthetic-batch-size must be at least 1, got {self.synthetic_batch_size}")
+        for name in ("flip_probability", "grey_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.synthetic_image_fraction <= 1.0:
+            raise ValueError(f"--synthetic-image-fraction must be in [0, 1], got {self.synthetic_image_fraction}")
         if self.lr_warmup_steps < 0:
             raise ValueError(f"--lr-warmup-steps must not be negative, got {self.lr_warmup_steps}")
 

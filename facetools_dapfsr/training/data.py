@@ -67,12 +67,18 @@ def hold_out(faces: AlignedFaces, count: int) -> tuple[AlignedFaces, AlignedFace
 
 
 def stream_loader(
-    dataset: torch.utils.data.Dataset, args: TrainingArguments, accelerator: Accelerator, start_batch: int
+    dataset: torch.utils.data.Dataset,
+    args: TrainingArguments,
+    accelerator: Accelerator,
+    start_batch: int,
+    batch_size: int | None = None,
 ) -> torch.utils.data.DataLoader:
-    """An endless loader of this process's micro-batches, starting at micro-batch ``start_batch``."""
+    """An endless loader of this process's micro-batches, starting at micro-batch ``start_batch``
+    (of ``batch_size`` items, default ``args.batch_size``)."""
+    batch_size = args.batch_size if batch_size is None else batch_size
     sampler = StreamSampler(
         len(dataset),
-        args.batch_size,
+        batch_size,
         num_replicas=accelerator.num_processes,
         rank=accelerator.process_index,
         seed=args.seed,
@@ -80,7 +86,7 @@ def stream_loader(
     )
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         sampler=sampler,
         num_workers=args.num_workers,
         persistent_workers=args.num_workers > 0,

@@ -28,23 +28,34 @@ def reproduce_command(recipe: str, options: dict[str, Any], defaults: dict[str, 
 def encoder_card_info(
     options: dict[str, Any],
     defaults: dict[str, Any],
-    data_report: dict[str, Any],
+    data_report: dict[str, Any] | None,
     samples_seen: int,
 ) -> ModelCardInfo:
-    """Card facts of a ``train_encoder.py`` run (``options``: its ``training_args.json``)."""
+    """Card facts of a ``train_encoder.py`` run (``options``: its ``training_args.json``;
+    ``data_report``: None when the run had synthetic pairs only)."""
     source = str(options.get("data"))
-    limit = options.get("max_images")
-    kept, total = data_report.get("kept"), data_report.get("total")
-    skipped = " (the others had no face MTCNN accepted, or could not be read)" if kept != total else ""
-    data = (
-        f"`{source}` (split `{options.get('data_split')}`"
-        + (f", first {limit} images" if limit else "")
-        + f"): {kept} of {total} images used{skipped}. Faces are aligned to the model's 5-point "
-        "template and degraded on the fly by the paper's model (random rotation, shift and scale, "
-        "then downsampling), seeded per sample."
-    )
+    degradation = options.get("degradation") or "paper"
+    parts = []
+    if data_report is not None:
+        limit = options.get("max_images")
+        kept, total = data_report.get("kept"), data_report.get("total")
+        skipped = " (the others had no face MTCNN accepted, or could not be read)" if kept != total else ""
+        parts.append(
+            f"`{source}` (split `{options.get('data_split')}`"
+            + (f", first {limit} images" if limit else "")
+            + f"): {kept} of {total} images used{skipped}. Faces are aligned to the model's 5-point "
+            f"template and degraded on the fly (degradation `{degradation}`), seeded per sample."
+        )
+    if options.get("synthetic_data"):
+        parts.append(
+            f"Synthetic (W+, face) pairs rendered by the decoder (`dapfsr synthesize`, `{options['synthetic_data']}`), "
+            f"LR made on the fly (degradation `{degradation}`); code loss weight {options.get('code_weight')}."
+        )
+    data = " ".join(parts)
+    start = options.get("init_from")
     procedure = (
-        f"Encoder trained from scratch against the frozen decoder with MSE (weight {options.get('mse_weight')}) "
+        ("Encoder trained from scratch" if not start else f"Encoder initialised from `{start}`, trained")
+        + f" against the frozen decoder with MSE (weight {options.get('mse_weight')}) "
         f"+ VGG-19 perceptual loss (weight {options.get('perceptual_weight')}), Adam, learning rate "
         f"{options.get('learning_rate')} ({options.get('lr_schedule', 'constant')} schedule, "
         f"{options.get('lr_warmup_steps', 0)} warm-up steps), {options.get('max_steps')} steps of "
@@ -55,5 +66,5 @@ def encoder_card_info(
         training_data=data,
         training_procedure=procedure,
         training_command=reproduce_command("train_encoder.py", options, defaults),
-        trained_on_celeba="celeba" in source.lower(),
+        trained_on_celeba="celeba" in source.lower() and data_report is not None,
     )

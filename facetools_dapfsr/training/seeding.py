@@ -40,6 +40,8 @@ SAMPLE_STREAM = 2
 EPOCH_STREAM = 3
 VALIDATION_STREAM = 4
 INIT_STREAM = 5
+SYNTHETIC_STREAM = 6
+AUGMENT_STREAM = 7
 
 
 def seed_step(seed: int, step: int, rank: int) -> None:
