@@ -25,7 +25,8 @@ import torch
 from facetools_dapfsr import DAPFSR
 from facetools_dapfsr.models.dapfsr import default_model_path
 from facetools_dapfsr.training.arguments import EncoderTrainingArguments
-from facetools_dapfsr.training.model_card import encoder_card_info
+from facetools_dapfsr.hub.cards import ModelCardInfo
+from facetools_dapfsr.training.model_card import chained_card_info, encoder_card_info
 
 
 def evaluation_rows(results_path: Path) -> list[dict[str, Any]]:
@@ -59,14 +60,31 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RESULTS_JSON",
         help="a dapfsr evaluate report (results.json) of the shipped model, for the card; repeatable",
     )
+    parser.add_argument(
+        "--start",
+        metavar="TEXT",
+        help="for a run that continued another model (--init-from): where its starting weights are "
+        "kept, e.g. 'facetools_dapfsr/default_model/ at commit 9c7a4a8'; the card then lists both stages",
+    )
+    parser.add_argument(
+        "--start-card",
+        type=Path,
+        metavar="MODEL_CARD_JSON",
+        help="model_card.json of the starting model (for the built-in one: `git show "
+        "COMMIT:facetools_dapfsr/default_model/model_card.json`, since this script replaces it)",
+    )
     args = parser.parse_args(argv)
 
     options = json.loads((args.run / "training_args.json").read_text())
     summary = json.loads((args.run / "summary_rank0.json").read_text())
     model = DAPFSR.from_pretrained(args.run / "model")
     model.card_info = encoder_card_info(
-        options, EncoderTrainingArguments().to_dict(), summary["data"], summary["samples_seen"]
+        options, EncoderTrainingArguments().to_dict(), summary.get("data"), summary["samples_seen"]
     )
+    if options.get("init_from"):
+        if not args.start or not args.start_card:
+            parser.error("the run continued another model (--init-from): give --start and --start-card")
+        model.card_info = chained_card_info(ModelCardInfo.from_json_file(args.start_card), model.card_info, args.start)
     for path in args.evaluation:
         model.card_info.metrics.extend(evaluation_rows(path))
     out = model.save_pretrained(args.out, dtype=torch.float16)

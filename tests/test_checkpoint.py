@@ -107,3 +107,35 @@ def test_cli_help_and_version() -> None:
     assert out.strip() == f"dapfsr {__version__}"
     out = subprocess.run([dapfsr, "--help"], capture_output=True, text=True, check=True).stdout
     assert "usage: dapfsr" in out
+
+
+def test_sharded_save_round_trips_and_replaces_an_earlier_layout(tmp_path) -> None:
+    import json
+
+    import torch
+
+    from facetools_dapfsr import DAPFSR, DAPFSRConfig
+
+    torch.manual_seed(0)
+    model = DAPFSR(DAPFSRConfig.tiny()).eval()
+    folder = model.save_pretrained(tmp_path / "m", max_shard_bytes=400_000)
+    shards = sorted(p.name for p in folder.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 2 and not (folder / "model.safetensors").exists()
+    assert all((folder / name).stat().st_size <= 400_000 for name in shards)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == shards
+    lr = torch.rand(2, 3, 16, 16)
+    assert torch.equal(DAPFSR.from_pretrained(folder).upscale(lr), model.upscale(lr))
+
+    # An index that does not match its files is refused, naming the file.
+    name, first = next(iter(index["weight_map"].items()))
+    other = next(f for f in shards if f != first)
+    broken = dict(index, weight_map={**index["weight_map"], name: other})
+    (folder / "model.safetensors.index.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="does not hold the tensors"):
+        DAPFSR.from_pretrained(folder)
+
+    # Saving again as one file leaves no shard or index behind to be read instead.
+    model.save_pretrained(folder)
+    assert sorted(p.name for p in folder.glob("model*safetensors*")) == ["model.safetensors"]
+    assert torch.equal(DAPFSR.from_pretrained(folder).upscale(lr), model.upscale(lr))

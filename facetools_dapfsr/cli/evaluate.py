@@ -35,7 +35,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from facetools_dapfsr.pipeline.super_resolve import load_model
 
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
-    protocol = ProtocolConfig(splits=args.splits, draws=args.draws, seed=args.seed, max_eval_images=args.max_eval)
+    from facetools_dapfsr.data.degradation import DegradationConfig
+
+    protocol = ProtocolConfig(
+        splits=args.splits,
+        draws=args.draws,
+        seed=args.seed,
+        max_eval_images=args.max_eval,
+        degradation=DegradationConfig.from_name_or_file(args.degradation),
+    )
     damma = DAMMAConfig(seed=args.seed)
     if args.damma_config is not None:
         damma = DAMMAConfig.from_dict(json.loads(Path(args.damma_config).read_text()))
@@ -105,6 +113,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--splits", type=int, default=10, metavar="N", help="splits of the target domain (default 10)")
     parser.add_argument("--draws", type=int, default=10, metavar="K", help="exemplar draws per split (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="protocol seed (default 0)")
+    parser.add_argument(
+        "--degradation",
+        default="paper",
+        metavar="NAME",
+        help="how LR inputs are made: 'paper' (random affine, then bicubic to the LR size; the default), "
+        "'realistic' (LR side 8-64 px, blur, noise, JPEG, resized to the model's LR size), or a JSON "
+        "file of DegradationConfig fields",
+    )
     parser.add_argument(
         "--max-eval", type=int, metavar="N", help="evaluate at most N images per split and draw (seeded subset)"
     )

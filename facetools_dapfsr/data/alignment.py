@@ -82,7 +82,10 @@ def alignment_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 def warp_affine(
-    image: torch.Tensor, matrix: np.ndarray | torch.Tensor, out_size: tuple[int, int]
+    image: torch.Tensor,
+    matrix: np.ndarray | torch.Tensor,
+    out_size: tuple[int, int],
+    padding_mode: str = "zeros",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Warp ``image`` with the forward affine ``matrix`` (source pixels -> output pixels).
 
@@ -93,6 +96,8 @@ def warp_affine(
         image: ``[B, C, H, W]`` float tensor.
         matrix: ``[2, 3]`` or ``[B, 2, 3]`` forward affine, in pixel coordinates.
         out_size: ``(height, width)`` of the output.
+        padding_mode: how output pixels outside the source are filled (``grid_sample``'s
+            ``"zeros"``, ``"border"`` or ``"reflection"``); ``valid`` marks them either way.
     Returns:
         ``(warped [B, C, h, w], valid [B, 1, h, w])`` where ``valid`` is 1 where the output
         pixel came from inside the source image and 0 where it is padding.
@@ -128,14 +133,21 @@ def warp_affine(
     # pixel centre convention -> grid_sample(align_corners=False) normalised coordinates
     norm = torch.stack([(2 * src[..., 0] + 1) / width - 1, (2 * src[..., 1] + 1) / height - 1], -1)
     norm = norm.reshape(batch, out_h, out_w, 2).to(device=image.device, dtype=image.dtype)
-    warped = F.grid_sample(image, norm, mode="bilinear", padding_mode="zeros", align_corners=False)
+    warped = F.grid_sample(image, norm, mode="bilinear", padding_mode=padding_mode, align_corners=False)
     ones = torch.ones(batch, 1, height, width, dtype=image.dtype, device=image.device)
     valid = F.grid_sample(ones, norm, mode="bilinear", padding_mode="zeros", align_corners=False)
     return warped, (valid > 0.999).to(image.dtype)
 
 
-def align_face(image: torch.Tensor, landmarks: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def align_face(
+    image: torch.Tensor, landmarks: np.ndarray, size: int, padding_mode: str = "reflection"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop the face with the given 5 landmarks to the model's template at ``size`` x ``size``.
+
+    Where the crop leaves the photo it is filled from the photo itself (reflected by default),
+    never black: an LR made from the crop must not show the model a frame of padding (a model
+    draws dark "sunglasses" into it). ``valid`` says which pixels are the photo's own, so
+    scores and losses can leave the rest out.
 
     Args:
         image: ``[C, H, W]`` or ``[1, C, H, W]`` float tensor in ``[0, 1]``.
@@ -145,5 +157,5 @@ def align_face(image: torch.Tensor, landmarks: np.ndarray, size: int) -> tuple[t
         ``(face [C, size, size], valid [1, size, size])``; see :func:`warp_affine`.
     """
     batched = image if image.ndim == 4 else image.unsqueeze(0)
-    face, valid = warp_affine(batched, alignment_matrix(landmarks, size), (size, size))
+    face, valid = warp_affine(batched, alignment_matrix(landmarks, size), (size, size), padding_mode)
     return face[0], valid[0]

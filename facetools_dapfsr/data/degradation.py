@@ -17,13 +17,16 @@ Every draw comes from an explicit ``torch.Generator``: the same seed gives the s
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 
 @dataclass
@@ -160,12 +163,13 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def jpeg_compress(image: torch.Tensor, quality: int) -> torch.Tensor:
-    """Round-trip ``[C, H, W]`` in ``[0, 1]`` through JPEG at ``quality`` (torchvision's libjpeg)."""
-    from torchvision.io import decode_jpeg, encode_jpeg
-
-    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    decoded = decode_jpeg(encode_jpeg(pixels, quality=quality))
-    return decoded.to(device=image.device, dtype=image.dtype) / 255.0
+    """Round-trip ``[3, H, W]`` in ``[0, 1]`` through JPEG at ``quality`` (Pillow's libjpeg, 4:2:0
+    chroma as cameras store it)."""
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    decoded = np.asarray(Image.open(buffer).convert("RGB"))
+    return torch.from_numpy(decoded.copy()).permute(2, 0, 1).to(device=image.device, dtype=image.dtype) / 255.0
 
 
 def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:

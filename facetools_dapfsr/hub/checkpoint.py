@@ -6,6 +6,7 @@ from the weights cache (``facetools_dapfsr.weights``), so a shipped model stays 
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+"""Index of a checkpoint split into several files (the Hub convention, as transformers writes it)."""
+HEADER_BYTES_PER_TENSOR = 200
 MAX_LISTED = 8  # names listed in an error before "and N more"
 
 
@@ -79,7 +83,11 @@ def stored_state_dict(model: DAPFSR) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if not k.startswith(skip)} if skip else model.state_dict()
 
 
-def save_model(model: DAPFSR, save_directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+def save_model(
+    model: DAPFSR, save_directory: str | Path, dtype: torch.dtype | None = None, max_shard_bytes: int | None = None
+) -> Path:
+    from huggingface_hub import split_torch_state_dict_into_shards
+
     from facetools_dapfsr.hub.cards import CARD_INFO_NAME, README_NAME, render_model_card
 
     directory = Path(save_directory)
@@ -90,10 +98,27 @@ def save_model(model: DAPFSR, save_directory: str | Path, dtype: torch.dtype | N
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         tensors[name] = tensor.contiguous()
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        # One metadata key only: safetensors writes several in a per-process random order, which
-        # would make the file's bytes (and hash) differ between identical saves.
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    # huggingface_hub plans the split (file names, index) as transformers does; below the limit
+    # it is one model.safetensors, as before. It counts tensor bytes only: leave room for each
+    # file's JSON header (name, dtype, shape, offsets: well under HEADER_BYTES_PER_TENSOR each).
+    limit = max_shard_bytes - HEADER_BYTES_PER_TENSOR * len(tensors) if max_shard_bytes else 2**62
+    if limit <= 0:
+        raise ValueError(f"max_shard_bytes={max_shard_bytes} leaves no room for the tensors' headers")
+    plan = split_torch_state_dict_into_shards(tensors, filename_pattern="model{suffix}.safetensors", max_shard_size=limit)
+    stale = [directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME, *directory.glob("model-*-of-*.safetensors")]
+    for filename, names in plan.filename_to_tensors.items():
+        with atomic_path(directory / filename) as tmp:
+            # One metadata key only: safetensors writes several in a per-process random order,
+            # which would make the file's bytes (and hash) differ between identical saves.
+            save_file({name: tensors[name] for name in names}, str(tmp), metadata={"format": "pt"})
+    written = {directory / name for name in plan.filename_to_tensors}
+    if plan.is_sharded:
+        index = {"metadata": plan.metadata, "weight_map": plan.tensor_to_filename}
+        atomic_write_text(directory / WEIGHTS_INDEX_NAME, json.dumps(index, indent=2, sort_keys=True) + "\n")
+        written.add(directory / WEIGHTS_INDEX_NAME)
+    for path in stale:  # a previous save with another layout must not be read back
+        if path not in written:
+            path.unlink(missing_ok=True)
     atomic_write_text(directory / CARD_INFO_NAME, model.card_info.to_json_string())
     atomic_write_text(directory / README_NAME, render_model_card(model))
     atomic_write_text(directory / CONFIG_NAME, model.config.to_json_string())
@@ -106,6 +131,30 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{path}: cannot read safetensors file (truncated or corrupt?): {error}") from error
+
+
+def read_weights(model_id_or_path: str | Path, revision: str | None = None) -> tuple[dict[str, torch.Tensor], Path]:
+    """The checkpoint's tensors, from ``model.safetensors`` or the files its index lists."""
+    try:
+        path = resolve_file(model_id_or_path, WEIGHTS_NAME, revision)
+        return read_safetensors(path), path
+    except FileNotFoundError as single_error:
+        try:
+            index_path = resolve_file(model_id_or_path, WEIGHTS_INDEX_NAME, revision)
+        except FileNotFoundError:
+            raise single_error from None
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{index_path}: not a safetensors index ({error})") from error
+    tensors: dict[str, torch.Tensor] = {}
+    for filename in sorted(set(weight_map.values())):
+        shard = read_safetensors(resolve_file(model_id_or_path, filename, revision))
+        listed = {name for name, file in weight_map.items() if file == filename}
+        if set(shard) != listed:
+            raise ValueError(f"{filename} does not hold the tensors {index_path.name} lists for it")
+        tensors.update(shard)
+    return tensors, index_path
 
 
 def check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
@@ -130,8 +179,7 @@ def check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Tens
 def load_model(cls: type[DAPFSR], model_id_or_path: str | Path, revision: str | None = None) -> DAPFSR:
     config_path = resolve_file(model_id_or_path, CONFIG_NAME, revision)
     config = DAPFSRConfig.from_json_file(config_path)
-    weights_path = resolve_file(model_id_or_path, WEIGHTS_NAME, revision)
-    tensors = read_safetensors(weights_path)
+    tensors, weights_path = read_weights(model_id_or_path, revision)
     model = cls(config)
     check_tensors(stored_state_dict(model), tensors, str(weights_path))
     skip = external_prefixes(config)

@@ -127,19 +127,23 @@ class DAPFSR(nn.Module):
             raise ValueError(f"{name} contains NaN or infinite values")
 
     # -- Hub format (see facetools_dapfsr.hub.checkpoint) ---------------------------------
-    def save_pretrained(self, save_directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(
+        self, save_directory: str | Path, dtype: torch.dtype | None = None, max_shard_bytes: int | None = None
+    ) -> Path:
         """Write ``config.json``, ``model.safetensors``, ``model_card.json`` and the model card
         ``README.md`` (from ``hub_cards/base_model.md``) to ``save_directory``.
 
         Args:
             dtype: store floating-point tensors in this dtype (``torch.float16`` halves the file;
                 loading casts them back to the model's dtype). Default: as they are.
+            max_shard_bytes: split the weights into ``model-0000k-of-0000n.safetensors`` files of
+                at most this size, with the Hub's ``model.safetensors.index.json``. Default: one file.
         """
         from facetools_dapfsr.hub.checkpoint import save_model
 
         # An active adapter is not part of the base model: save the base weights.
         with self.disable_adapter():
-            return save_model(self, save_directory, dtype=dtype)
+            return save_model(self, save_directory, dtype=dtype, max_shard_bytes=max_shard_bytes)
 
     @classmethod
     def default(cls) -> DAPFSR:

@@ -68,3 +68,20 @@ def encoder_card_info(
         training_command=reproduce_command("train_encoder.py", options, defaults),
         trained_on_celeba="celeba" in source.lower() and data_report is not None,
     )
+
+
+def chained_card_info(earlier: ModelCardInfo, later: ModelCardInfo, start: str) -> ModelCardInfo:
+    """Card facts of a run that continued from another model: both stages, oldest first.
+
+    ``start`` says where the later stage's starting weights are kept (e.g. a commit of the
+    repository), since ``--init-from default`` names a different model once this one ships.
+    """
+    return ModelCardInfo(
+        training_data=f"Stage 1: {earlier.training_data}\n\nStage 2: {later.training_data}",
+        training_procedure=(
+            f"Stage 1: {earlier.training_procedure}\n\nStage 2, starting from the stage-1 weights "
+            f"({start}): {later.training_procedure}"
+        ),
+        training_command=f"# stage 1\n{earlier.training_command}\n# stage 2 (--init-from: {start})\n{later.training_command}",
+        trained_on_celeba=earlier.trained_on_celeba or later.trained_on_celeba,
+    )
