@@ -24,10 +24,10 @@ CONFIG=recipes/configs/model_default.json
 DEGRADATION=${DEGRADATION:-recipes/configs/degradation_mixed.json}
 if [[ "${SMOKE:-0}" == 1 ]]; then
     PAIRS=${PAIRS:-32} STEPS=${STEPS:-2} BATCH=${BATCH:-2} SYNTHETIC_BATCH=${SYNTHETIC_BATCH:-4}
-    DEVICE=cpu PRECISION=no MAX_IMAGES=16
+    DEVICE=cpu PRECISION=no MAX_IMAGES=16 VALIDATION=4
 else
     PAIRS=${PAIRS:-50000} STEPS=${STEPS:-3000} BATCH=${BATCH:-64} SYNTHETIC_BATCH=${SYNTHETIC_BATCH:-256}
-    DEVICE=cuda PRECISION=bf16 MAX_IMAGES=10000
+    DEVICE=cuda PRECISION=bf16 MAX_IMAGES=10000 VALIDATION=64
 fi
 mkdir -p "$OUT"
 start=$(date +%s)
@@ -42,7 +42,7 @@ python recipes/train_encoder.py --config "$CONFIG" --init-from default \
     --batch-size "$BATCH" --learning-rate 2e-4 --lr-schedule cosine --lr-warmup-steps 100 --max-steps "$STEPS" \
     --degradation "$DEGRADATION" --flip-probability 0.5 --grey-probability 0.1 \
     --mixed-precision "$PRECISION" --num-workers 4 \
-    --validation-size 64 --validation-every 500 --lpips-net none --grid-size 8 \
+    --validation-size "$VALIDATION" --validation-every 500 --lpips-net none --grid-size 8 \
     --checkpoint-every 1000 --checkpoints-total-limit 1 --log-every 50 \
     --output-dir "$OUT/train" --seed 0 --report-to none
 echo "training: $(( $(date +%s) - start )) s"
