@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from facetools_dapfsr import DAPFSR
+from facetools_dapfsr.data.degradation import DegradationConfig
 from facetools_dapfsr.models.dapfsr import default_model_path
 from facetools_dapfsr.training.arguments import EncoderTrainingArguments
 from facetools_dapfsr.hub.cards import ModelCardInfo
@@ -34,7 +35,9 @@ def evaluation_rows(results_path: Path) -> list[dict[str, Any]]:
     result = json.loads(results_path.read_text())
     target, protocol = result["target"], result["protocol"]
     subset = f", at most {protocol['max_eval_images']} faces each" if protocol.get("max_eval_images") else ""
-    benchmark = f"{target['name']} ({protocol['splits']} splits x {protocol['draws']} draws{subset})"
+    degradation = DegradationConfig(**protocol.get("degradation", {}))
+    kind = ", realistic degradation" if degradation.is_realistic else ""
+    benchmark = f"{target['name']} ({protocol['splits']} splits x {protocol['draws']} draws{subset}{kind})"
     return [
         {
             "benchmark": benchmark,
