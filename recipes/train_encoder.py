@@ -169,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         else None
     )
 
-    vgg = None
-    if args.perceptual_weight > 0:
-        vgg = VGGFeatures.from_weights_cache(progress=False).to(device)
+    from facetools_dapfsr.metrics.lpips import LPIPS
+
+    perceptual_net: torch.nn.Module | None = None
+    if args.perceptual_weight > 0 and args.perceptual_net == "vgg19":
+        perceptual_net = VGGFeatures.from_weights_cache(progress=False).to(device)
+    elif args.perceptual_weight > 0:
+        perceptual_net = LPIPS.from_weights_cache("vgg", progress=False).to(device)  # frozen
     lpips = None
     if validation_pairs is not None and args.lpips_net != "none":
-        from facetools_dapfsr.metrics.lpips import LPIPS
-
         lpips = LPIPS.from_weights_cache(args.lpips_net, progress=False).to(device)
 
     encoder = model.encoder.train()
@@ -246,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def image_loss(sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mse = F.mse_loss(sr, hr)
-        perceptual = perceptual_loss(sr, hr, vgg) if vgg is not None else zero
-        return mse, perceptual
+        if perceptual_net is None:
+            return mse, zero
+        if isinstance(perceptual_net, VGGFeatures):
+            return mse, perceptual_loss(sr, hr, perceptual_net)
+        return mse, perceptual_net(sr, hr).mean()
 
     seen: list[int] = []
     while state.step < args.max_steps:

@@ -109,6 +109,12 @@ class EncoderTrainingArguments(TrainingArguments):
         "Weight of the VGG-19 perceptual loss (Eq. 4). The normalised VGG sees Caffe-scaled pixels, "
         "so its feature MSE is ~100x the pixel MSE on faces; 0.01 keeps the two terms comparable.",
     )
+    perceptual_net: str = option(
+        "vgg19",
+        "Perceptual term of the image loss: 'vgg19' (the paper's Eq. 4 feature MSE) or 'lpips-vgg' "
+        "(LPIPS with the VGG-16 backbone, about 30x smaller in value: raise --perceptual-weight).",
+        ("vgg19", "lpips-vgg"),
+    )
     degradation: str | None = option(
         None, "Degradation of the training LR: 'paper' (default), 'realistic', or a DegradationConfig JSON file."
     )
