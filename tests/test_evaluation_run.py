@@ -220,6 +220,11 @@ def test_evaluate_cli(model_dir: Path, yaleb_subset: Path, weights_cache: Path, 
     data = json.loads((out / "results.json").read_text())
     assert data["summary"]["damma"]["settings"]["max_steps"] == 1
     assert data["summary"]["bicubic"]["lpips"] is not None and data["summary"]["bicubic"]["face_quality"] is not None
+    # The identity metric is on whenever dlib (the identity extra, part of the test extra) is there.
+    bicubic = data["summary"]["bicubic"]
+    assert 0.0 < bicubic["identity_distance"] < 2.0 and 0.0 <= bicubic["identity_verified"] <= 1.0
+    assert data["metrics"]["identity"].startswith("dlib ResNet descriptor")
+    assert "Identity distance" in printed
     assert data["model"]["id"] == str(model_dir)
     assert (out / "grid.png").is_file()
     # adain without source faces: one clear error line

@@ -187,3 +187,51 @@ def test_face_quality_prefers_real_faces_to_bicubic(weights_cache: Path, celeba_
     # Measured: aligned HR about 0.6-0.7, their 16->128 bicubic about 0.35-0.4.
     assert (hr > bicubic + 0.15).all(), (hr, bicubic)
     assert ((hr > 0) & (hr < 1.2)).all()
+
+
+# -- identity (dlib face descriptor) ------------------------------------------------------------
+
+SAME_PEOPLE = (
+    ("10054_193111.jpg", "10054_193164.jpg"),
+    ("10066_184842.jpg", "10066_190774.jpg"),
+    ("10090_191487.jpg", "10090_199944.jpg"),
+    ("10101_196994.jpg", "10101_201655.jpg"),
+    ("10102_187880.jpg", "10102_190983.jpg"),
+    ("10105_188559.jpg", "10105_200442.jpg"),
+)
+
+
+def test_identity_descriptor_tells_people_apart_on_template_crops(data_dir: Path, weights_cache: Path, tmp_path: Path) -> None:
+    pytest.importorskip("dlib", reason="the identity extra (dlib-bin) is not installed")
+    from facetools_dapfsr.data.faces import AlignedFaces
+    from facetools_dapfsr.metrics.identity import SAME_PERSON_THRESHOLD, IdentityDescriptor
+
+    folder = tmp_path / "people"
+    folder.mkdir()
+    for name in (name for pair in SAME_PEOPLE for name in pair):
+        (folder / name).symlink_to(data_dir / "celeba" / "test" / name)
+    faces = AlignedFaces.prepare(str(folder), 128, cache_path=tmp_path / "landmarks.json")
+    assert len(faces) == 2 * len(SAME_PEOPLE)
+    crops = {Path(faces.path(i)).name: faces[i][0] for i in range(len(faces))}
+    first = torch.stack([crops[a] for a, _ in SAME_PEOPLE])
+    second = torch.stack([crops[b] for _, b in SAME_PEOPLE])
+    descriptor = IdentityDescriptor.from_weights_cache(progress=False)
+    same = descriptor.distance(first, second)
+    different = descriptor.distance(first, second.roll(1, 0))
+    assert float(same.max()) < float(different.min()), (same, different)
+    assert (same < SAME_PERSON_THRESHOLD).float().mean() >= 0.8
+    assert (different > SAME_PERSON_THRESHOLD).all()
+    # A face is its own best match; the descriptor of a grey face is still computed (3 channels).
+    assert float(descriptor.distance(first, first).max()) < 1e-5
+    assert descriptor.descriptors(first[:, :1]).shape == (len(SAME_PEOPLE), 128)
+
+
+def test_identity_without_dlib_says_which_extra_to_install(monkeypatch) -> None:
+    import sys
+
+    from facetools_dapfsr.metrics.identity import IdentityUnavailableError, import_dlib, is_available
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as if the extra were not installed
+    assert not is_available()
+    with pytest.raises(IdentityUnavailableError, match=r"facetools-dapfsr\[identity\]"):
+        import_dlib()

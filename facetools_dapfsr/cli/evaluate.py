@@ -72,7 +72,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     for note in target.skipped:
         print(f"note: {note}")
     scorer = Scorer.from_weights_cache(
-        grey=target.is_grey(), lpips=not args.no_lpips, face_quality=not args.no_face_quality
+        grey=target.is_grey(),
+        lpips=not args.no_lpips,
+        face_quality=not args.no_face_quality,
+        identity=False if args.no_identity else None,
     )
     settings = EvaluationSettings(batch_size=args.batch_size, grid_images=args.grid_images, device=args.device)
     result = evaluate(model, target, methods, scorer, protocol, settings, show_progress=not args.quiet)
@@ -138,6 +141,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--grid-images", type=int, default=6, metavar="N", help="faces in grid.png (default 6)")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
     parser.add_argument("--no-face-quality", action="store_true", help="skip the face quality score")
+    parser.add_argument(
+        "--no-identity",
+        action="store_true",
+        help="skip the identity metric (dlib face descriptor; on by default when the [identity] extra is installed)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_evaluate)

@@ -20,7 +20,14 @@ from facetools_dapfsr.fileio import atomic_write_text
 RESULTS_JSON = "results.json"
 RESULTS_MARKDOWN = "results.md"
 GRID_PNG = "grid.png"
-COLUMNS = (("psnr", "PSNR (dB) ↑", 2), ("ssim", "SSIM ↑", 3), ("lpips", "LPIPS ↓", 3), ("face_quality", "Face quality ↑", 3))
+COLUMNS = (
+    ("psnr", "PSNR (dB) ↑", 2),
+    ("ssim", "SSIM ↑", 3),
+    ("lpips", "LPIPS ↓", 3),
+    ("face_quality", "Face quality ↑", 3),
+    ("identity_distance", "Identity distance ↓", 3),
+    ("identity_verified", "Same person ↑", 2),
+)
 
 
 def _cell(entry: dict[str, Any], metric: str, digits: int) -> str:

@@ -10,6 +10,7 @@ reported figure is the mean (and standard deviation) over all splits and draws.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import platform
 import time
 from dataclasses import dataclass, field
@@ -31,9 +32,10 @@ from facetools_dapfsr.metrics import psnr, ssim
 
 if TYPE_CHECKING:
     from facetools_dapfsr.metrics import LPIPS, FaceQuality
+    from facetools_dapfsr.metrics.identity import IdentityDescriptor
     from facetools_dapfsr.models.dapfsr import DAPFSR
 
-METRICS = ("psnr", "ssim", "lpips", "face_quality")
+METRICS = ("psnr", "ssim", "lpips", "face_quality", "identity_distance", "identity_verified")
 PSNR_CAP_DB = 100.0
 
 
@@ -42,22 +44,40 @@ SCORE_CHUNK = 32  # faces per LPIPS / face-quality forward pass
 
 @dataclass
 class Scorer:
-    """The metrics; LPIPS and face quality are optional (None: not computed, reported as null)."""
+    """The metrics; LPIPS, face quality and identity are optional (None: not computed, reported
+    as null)."""
 
     grey: bool
     """PSNR/SSIM on BT.601 luma instead of RGB."""
     lpips: LPIPS | None = None
     face_quality: FaceQuality | None = None
+    identity: IdentityDescriptor | None = None
+    _hr_descriptors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    """Descriptors of HR faces already seen: every method is scored against the same HR."""
 
     @classmethod
-    def from_weights_cache(cls, grey: bool, lpips: bool = True, face_quality: bool = True) -> Scorer:
+    def from_weights_cache(
+        cls, grey: bool, lpips: bool = True, face_quality: bool = True, identity: bool | None = None
+    ) -> Scorer:
+        """``identity=None``: the identity metric when dlib is installed (the ``identity`` extra)."""
         from facetools_dapfsr.metrics import LPIPS, FaceQuality
+        from facetools_dapfsr.metrics.identity import IdentityDescriptor, is_available
 
+        if identity is None:
+            identity = is_available()
         return cls(
             grey=grey,
             lpips=LPIPS.from_weights_cache(progress=False) if lpips else None,
             face_quality=FaceQuality.from_weights_cache(progress=False) if face_quality else None,
+            identity=IdentityDescriptor.from_weights_cache(progress=False) if identity else None,
         )
+
+    def _hr_descriptor(self, hr: torch.Tensor) -> torch.Tensor:
+        assert self.identity is not None
+        key = hashlib.sha256(hr.numpy().tobytes()).hexdigest()
+        if key not in self._hr_descriptors:
+            self._hr_descriptors[key] = self.identity.descriptors(hr[None])[0]
+        return self._hr_descriptors[key]
 
     @torch.no_grad()
     def score(self, output: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> dict[str, list[float | None]]:
@@ -71,7 +91,15 @@ class Scorer:
         # The networks run in chunks: a whole evaluation set at once (1,000 CelebA faces) holds
         # tens of GiB of VGG activations.
         spans = [slice(i, i + SCORE_CHUNK) for i in range(0, len(output), SCORE_CHUNK)]
-        scores["lpips"] = scores["face_quality"] = [None] * len(output)
+        for name in ("lpips", "face_quality", "identity_distance", "identity_verified"):
+            scores[name] = [None] * len(output)
+        if self.identity is not None:
+            from facetools_dapfsr.metrics.identity import SAME_PERSON_THRESHOLD
+
+            reference = torch.stack([self._hr_descriptor(face) for face in hr])
+            distance = (self.identity.descriptors(output) - reference).norm(dim=1)
+            scores["identity_distance"] = distance.tolist()
+            scores["identity_verified"] = (distance < SAME_PERSON_THRESHOLD).float().tolist()
         if self.lpips is not None:
             scores["lpips"] = [v for s in spans for v in self.lpips(output[s], hr[s]).tolist()]
         if self.face_quality is not None:
@@ -237,6 +265,11 @@ def evaluate(
             "padding_excluded_from_psnr_ssim": True,
             "lpips": "vgg" if scorer.lpips is not None else None,
             "face_quality": "qualityface MobileNetV2 regressor" if scorer.face_quality is not None else None,
+            "identity": (
+                f"dlib ResNet descriptor distance to the HR face ({scorer.identity.crop} crop); verified: below 0.6"
+                if scorer.identity is not None
+                else None
+            ),
         },
         "target": target.summary(),
         "splits": [len(s) for s in splits],

