@@ -139,3 +139,17 @@ def test_sharded_save_round_trips_and_replaces_an_earlier_layout(tmp_path) -> No
     model.save_pretrained(folder)
     assert sorted(p.name for p in folder.glob("model*safetensors*")) == ["model.safetensors"]
     assert torch.equal(DAPFSR.from_pretrained(folder).upscale(lr), model.upscale(lr))
+
+
+def test_a_mistyped_local_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch) -> None:
+    from facetools_dapfsr.hub import checkpoint
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the Hub was asked for a local path")
+
+    monkeypatch.setattr(checkpoint, "_hub_download", no_hub)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for mistyped in ("runs/my-modle", "runs/a/b", "./my-model", str(tmp_path / "nope")):
+        with pytest.raises(FileNotFoundError, match="no such model folder"):
+            DAPFSR.from_pretrained(mistyped)

@@ -166,6 +166,23 @@ def test_output_never_overwrites_the_input(album, model_dir, capsys):
     assert source.read_bytes() == before
 
 
+def test_report_never_overwrites_an_input_nor_fails_after_the_work(album, model_dir, tmp_path, capsys):
+    source = album / "colour.jpg"
+    before = source.read_bytes()
+    out = tmp_path / "out"
+    status = main(["upscale", str(source), "-o", str(out), "--report", str(source), "--model", str(model_dir), "--no-progress"])
+    assert status == 2
+    assert "is one of the input photos" in capsys.readouterr().err
+    assert source.read_bytes() == before
+    assert not out.exists()  # refused before any photo ran
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    status = main(["upscale", str(source), "-o", str(out), "--report", str(blocker / "r.json"), "--model", str(model_dir)])
+    assert status == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_single_file_output_and_glob_inputs(album, model_dir, tmp_path):
     target = tmp_path / "big.png"
     assert (

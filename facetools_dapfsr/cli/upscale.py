@@ -7,6 +7,7 @@ machines (each photo is processed once; the main process writes one merged repor
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def check_report_path(report: Path, inputs: list[Path]) -> None:
+    """Refuse, before any photo runs, a --report that would overwrite an input or cannot be written."""
+    if report.resolve() in {path.resolve() for path in inputs}:
+        raise ValueError(f"--report {report} is one of the input photos; choose another file")
+    if report.is_dir():
+        raise ValueError(f"--report {report} is a folder; give a file name such as {report / 'report.json'}")
+    parent = report.parent
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"--report {report}: {folder} is a file, not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise ValueError(f"--report {report}: {folder} is not writable")
+            break
+
+
 def run(args: argparse.Namespace) -> int:
     import pluggy
     from tqdm import tqdm
@@ -106,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if not jobs:
         raise FileNotFoundError("no input photos")
+    if args.report is not None:
+        check_report_path(args.report, files)
 
     try:
         pipeline = FacePipeline.from_config(config)

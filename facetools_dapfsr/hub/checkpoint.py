@@ -38,7 +38,11 @@ def resolve_file(model_id_or_path: str | Path, filename: str, revision: str | No
         if not path.is_file():
             raise FileNotFoundError(f"{local} has no {filename}")
         return path
-    if local.suffix or str(model_id_or_path).startswith((".", "/", "~")):
+    # A Hub id is "name" or "org/name"; anything else, or a path under an existing local folder
+    # ("runs/mymodel" with runs/ here), is a mistyped folder: say so at once instead of asking
+    # the Hub (which retries for half a minute when it cannot be reached).
+    text = str(model_id_or_path)
+    if local.suffix or text.startswith((".", "/", "~")) or text.count("/") > 1 or (len(local.parts) > 1 and local.parent.is_dir()):
         raise FileNotFoundError(f"no such model folder: {model_id_or_path}")
     return Path(_hub_download(str(model_id_or_path), filename, revision))
 
