@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -194,9 +195,30 @@ class DAPFSRConfig:
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Instantiate a config dataclass, naming unknown keys instead of a bare TypeError."""
+    """Instantiate a config dataclass, naming unknown keys and mistyped values (a JSON ``"16"``
+    where a number belongs) instead of a bare TypeError deep inside."""
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {where} field(s): {', '.join(unknown)}")
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        expected = _JSON_TYPES.get(hints[name])
+        if expected is None:
+            continue  # nested configs are built (and checked) by their own _build
+        ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+        if hints[name] == tuple[int, ...]:
+            ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if not ok:
+            raise ValueError(f"{where} field {name!r} must be {_TYPE_NAMES[hints[name]]}, got {value!r}")
     return cls(**data)
+
+
+_JSON_TYPES: dict[Any, tuple[type, ...]] = {
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+    bool: (bool,),
+    tuple[int, ...]: (list, tuple),
+}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", tuple[int, ...]: "a list of integers"}

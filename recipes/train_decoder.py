@@ -135,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"generator_ema": generator_ema}
     resume_from = resolve_resume(args.resume, output_dir)
     if resume_from is not None:
-        saved = load_checkpoint(accelerator, resume_from, extra_modules=extra)
+        try:
+            saved = load_checkpoint(accelerator, resume_from, extra_modules=extra)
+        except ValueError as error:
+            logger.error("%s", error)
+            return 2
         saved.check_compatible(state)
         state.step, state.samples_seen = saved.step, saved.samples_seen
         logger.info("resumed from %s at step %d", resume_from, state.step)

@@ -153,3 +153,24 @@ def test_a_mistyped_local_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch) -
     for mistyped in ("runs/my-modle", "runs/a/b", "./my-model", str(tmp_path / "nope")):
         with pytest.raises(FileNotFoundError, match="no such model folder"):
             DAPFSR.from_pretrained(mistyped)
+
+
+def test_mistyped_config_and_card_files_are_named(tmp_path) -> None:
+    model = DAPFSR(DAPFSRConfig.tiny())
+    folder = model.save_pretrained(tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    for field, value, message in (
+        ("lr_size", "16", "'lr_size' must be an integer, got '16'"),
+        ("lr_size", True, "'lr_size' must be an integer"),
+    ):
+        (folder / "config.json").write_text(json.dumps({**config, field: value}))
+        with pytest.raises(ValueError, match=message):
+            DAPFSR.from_pretrained(folder)
+    broken = dict(config, encoder={**config["encoder"], "istn_stages": "0,1"})
+    (folder / "config.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="'istn_stages' must be a list of integers"):
+        DAPFSR.from_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model_card.json").write_text("{not json")
+    with pytest.raises(ValueError, match="model_card.json: not valid JSON"):
+        DAPFSR.from_pretrained(folder)

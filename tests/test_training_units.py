@@ -126,6 +126,35 @@ def test_resume_latest_ignores_incomplete_checkpoints(tmp_path) -> None:
         resolve_resume(str(tmp_path / "nope"), tmp_path)
 
 
+def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path) -> None:
+    from accelerate import Accelerator
+
+    from facetools_dapfsr.training.checkpointing import load_checkpoint, save_checkpoint
+
+    accelerator = Accelerator(cpu=True)
+    module = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.Adam(module.parameters())
+    module, optimizer = accelerator.prepare(module, optimizer)
+    module(torch.rand(2, 4)).sum().backward()
+    optimizer.step()
+    folder = save_checkpoint(accelerator, tmp_path, TrainingState(step=3))
+    assert load_checkpoint(accelerator, folder).step == 3
+
+    state = folder / STATE_NAME
+    good = state.read_text()
+    for damaged, message in (("{", "not a valid training state"), ('{"step": -1}', "step must be a non-negative")):
+        state.write_text(damaged)
+        with pytest.raises(ValueError, match=message) as caught:
+            load_checkpoint(accelerator, folder)
+        assert STATE_NAME in str(caught.value)
+    state.write_text(good)
+    optimizer_file = next(folder.glob("optimizer*.bin"))
+    optimizer_file.write_bytes(optimizer_file.read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match="cannot be loaded") as caught:
+        load_checkpoint(accelerator, folder)
+    assert str(folder) in str(caught.value)
+
+
 # -- GAN terms and the native decoder folder -------------------------------------------------------
 def test_gan_terms_behave() -> None:
     torch.manual_seed(0)

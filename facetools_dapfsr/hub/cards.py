@@ -58,7 +58,12 @@ class ModelCardInfo:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> ModelCardInfo:
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object of model-card fields")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -57,7 +57,15 @@ class TrainingState:
 
     @classmethod
     def from_json_file(cls, path: Path) -> TrainingState:
-        return cls(**json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_text())
+            state = cls(**data)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError) as error:
+            raise ValueError(f"{path}: not a valid training state ({error}); resume from another checkpoint") from error
+        for name, value in asdict(state).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{path}: {name} must be a non-negative integer, got {value!r}")
+        return state
 
     def check_compatible(self, other: TrainingState) -> None:
         """Warn when a resumed run's data stream differs from the saved one's."""
@@ -142,7 +150,13 @@ def load_checkpoint(
 ) -> TrainingState:
     """Restore models, optimizers, RNG states and extra modules; returns the saved state."""
     path = Path(path)
-    accelerator.load_state(str(path))
-    for name, module in (extra_modules or {}).items():
-        module.load_state_dict(load_file(str(path / f"{name}.safetensors")), strict=True)
-    return TrainingState.from_json_file(path / STATE_NAME)
+    # The step counter first: a checkpoint whose state cannot be read is refused before any
+    # weights are touched.
+    state = TrainingState.from_json_file(path / STATE_NAME)
+    try:
+        accelerator.load_state(str(path))
+        for name, module in (extra_modules or {}).items():
+            module.load_state_dict(load_file(str(path / f"{name}.safetensors")), strict=True)
+    except Exception as error:  # truncated or corrupt files raise whatever their reader raises
+        raise ValueError(f"checkpoint {path} cannot be loaded (truncated or corrupt file?): {error}") from error
+    return state
