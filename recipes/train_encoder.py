@@ -24,7 +24,6 @@ See recipes/README.md for multi-GPU, multi-node, DeepSpeed and CPU launches.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
@@ -38,6 +37,7 @@ from facetools_dapfsr.data.degradation import DegradationConfig
 from facetools_dapfsr.data.faces import FaceDataError
 from facetools_dapfsr.data.synthetic import SyntheticPairs, SyntheticPairsError
 from facetools_dapfsr.losses import VGGFeatures, perceptual_loss
+from facetools_dapfsr.metrics.lpips import LPIPS
 from facetools_dapfsr.training.arguments import EncoderTrainingArguments, parse_arguments
 from facetools_dapfsr.training.checkpointing import (
     TrainingState,
@@ -168,8 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         if validation_faces is not None
         else None
     )
-
-    from facetools_dapfsr.metrics.lpips import LPIPS
 
     perceptual_net: torch.nn.Module | None = None
     if args.perceptual_weight > 0 and args.perceptual_net == "vgg19":
