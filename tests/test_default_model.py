@@ -60,7 +60,9 @@ def test_default_loads_offline_with_the_prior_and_its_card(builtin) -> None:
     assert not builtin.training
     info = builtin.card_info
     assert "celeba/train" in info.training_data and info.trained_on_celeba
-    assert info.training_command.startswith("python recipes/train_encoder.py")
+    # Both stages (the earlier release it continued from, then this run), each reproducible.
+    assert info.training_command.count("python recipes/train_encoder.py") == 2
+    assert "--init-from default" in info.training_command and "# stage 2" in info.training_command
     benchmarks = " ".join(row["benchmark"] for row in info.metrics)
     assert "test" in benchmarks and "yaleb" in benchmarks
     assert all(row["command"].startswith("dapfsr evaluate") for row in info.metrics)
@@ -128,3 +130,20 @@ def test_learning_rate_schedule() -> None:
     assert learning_rate_at(110, 1.0, 110, warmup_steps=10, schedule="cosine") == pytest.approx(0.1)
     with pytest.raises(ValueError, match="schedule"):
         learning_rate_at(1, 1.0, 10, schedule="step")
+
+
+def test_a_continued_run_card_lists_both_stages() -> None:
+    from facetools_dapfsr.training.model_card import chained_card_info
+
+    earlier = ModelCardInfo(training_data="A", training_procedure="P1", training_command="python recipes/train_encoder.py --x 1")
+    later = ModelCardInfo(
+        training_data="B", training_procedure="P2", training_command="python recipes/train_encoder.py --init-from default",
+        trained_on_celeba=True,
+    )  # fmt: skip
+    both = chained_card_info(earlier, later, "commit abc")
+    assert both.training_data == "Stage 1: A\n\nStage 2: B"
+    assert "commit abc" in both.training_procedure and both.trained_on_celeba
+    assert both.training_command.splitlines() == [
+        "# stage 1", "python recipes/train_encoder.py --x 1",
+        "# stage 2 (--init-from: commit abc)", "python recipes/train_encoder.py --init-from default",
+    ]  # fmt: skip
