@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         help="model_card.json of the starting model (for the built-in one: `git show "
         "COMMIT:facetools_dapfsr/default_model/model_card.json`, since this script replaces it)",
     )
+    parser.add_argument("--note", metavar="TEXT", help="a sentence appended to the card's training procedure")
     args = parser.parse_args(argv)
 
     options = json.loads((args.run / "training_args.json").read_text())
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.start or not args.start_card:
             parser.error("the run continued another model (--init-from): give --start and --start-card")
         model.card_info = chained_card_info(ModelCardInfo.from_json_file(args.start_card), model.card_info, args.start)
+    if args.note:
+        model.card_info.training_procedure += f" {args.note}"
     for path in args.evaluation:
         model.card_info.metrics.extend(evaluation_rows(path))
     out = model.save_pretrained(args.out, dtype=torch.float16)

@@ -224,6 +224,7 @@ def test_evaluate_cli(model_dir: Path, yaleb_subset: Path, weights_cache: Path, 
     bicubic = data["summary"]["bicubic"]
     assert 0.0 < bicubic["identity_distance"] < 2.0 and 0.0 <= bicubic["identity_verified"] <= 1.0
     assert data["metrics"]["identity"].startswith("dlib ResNet descriptor")
+    assert 0.0 < data["hr_face_quality"] < 1.5 and "Face quality of the HR faces" in printed
     assert "Identity distance" in printed
     assert data["model"]["id"] == str(model_dir)
     assert (out / "grid.png").is_file()

@@ -48,6 +48,8 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"PSNR/SSIM on {result['metrics']['psnr_ssim_on']}; padded fraction of the ground truth "
         f"{result['padded_fraction']:.4f} (excluded from PSNR/SSIM). Mean (std over draws)."
     )
+    if result.get("hr_face_quality") is not None:
+        setting += f" Face quality of the HR faces themselves: {result['hr_face_quality']:.3f}."
     lines = [
         setting,
         "",

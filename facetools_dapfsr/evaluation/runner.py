@@ -80,6 +80,14 @@ class Scorer:
         return self._hr_descriptors[key]
 
     @torch.no_grad()
+    def reference_quality(self, hr: torch.Tensor) -> list[float] | None:
+        """Face quality of the HR faces themselves (the ceiling the outputs are read against)."""
+        if self.face_quality is None:
+            return None
+        hr = hr.float().cpu()
+        return [v for i in range(0, len(hr), SCORE_CHUNK) for v in self.face_quality(hr[i : i + SCORE_CHUNK]).tolist()]
+
+    @torch.no_grad()
     def score(self, output: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> dict[str, list[float | None]]:
         """Per-image scores of ``output`` against ``hr`` (``[B, 3, s, s]``; ``valid [B, 1, s, s]``)."""
         output, hr = output.float().cpu(), hr.float().cpu()
@@ -188,6 +196,7 @@ def evaluate(
     cached: dict[str, dict[int, dict[str, float | None]]] = {m.name: {} for m in methods}
     timing = {m.name: {"adapt_seconds": 0.0, "restore_seconds": 0.0, "adaptations": 0, "faces": 0} for m in methods}
     padded: list[float] = []
+    hr_quality: dict[int, float] = {}
     records: list[dict[str, Any]] = []
     grid: GridSample | None = None
     started = time.perf_counter()
@@ -198,6 +207,10 @@ def evaluate(
         exemplar = Exemplar(hr=ex_hr.unsqueeze(0).to(device), lr=ex_lr.unsqueeze(0).to(device))
         draw_padded = (1 - valid.mean(dim=(1, 2, 3))).tolist()
         padded.extend(draw_padded)
+        new = [k for k, index in enumerate(draw.evaluation) if index not in hr_quality]
+        quality = scorer.reference_quality(hr[new]) if new else None
+        if quality is not None:
+            hr_quality.update({draw.evaluation[k]: value for k, value in zip(new, quality, strict=True)})
         record: dict[str, Any] = {
             "split": draw.split,
             "draw": draw.draw,
@@ -274,6 +287,7 @@ def evaluate(
         "target": target.summary(),
         "splits": [len(s) for s in splits],
         "padded_fraction": _mean(list(padded)),
+        "hr_face_quality": _mean(list(hr_quality.values())),
         "model": {"hr_size": hr_size, "lr_size": lr_size, "config": model.config.to_dict()},
         "seconds": time.perf_counter() - started,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
