@@ -45,6 +45,9 @@ def evaluation_rows(results_path: Path) -> list[dict[str, Any]]:
             "psnr": entry.get("psnr"),
             "ssim": entry.get("ssim"),
             "lpips": entry.get("lpips"),
+            "face_quality": entry.get("face_quality"),
+            "identity_distance": entry.get("identity_distance"),
+            "identity_verified": entry.get("identity_verified"),
             "command": result.get("command"),
         }
         for entry in result["summary"].values()

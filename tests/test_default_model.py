@@ -105,7 +105,7 @@ def test_save_pretrained_renders_the_card_and_keeps_its_facts(tmp_path) -> None:
     )
     folder = model.save_pretrained(tmp_path / "m", dtype=torch.float16)
     card = (folder / "README.md").read_text()
-    assert "${" not in card and "forty faces" in card and "| toy | DAP-FSR | 21.50 | - | 0.250 |" in card
+    assert "${" not in card and "forty faces" in card and "| toy | DAP-FSR | 21.50 | - | 0.250 | - | - | - |" in card
     assert "dapfsr evaluate --target toy" in card
     assert "non-commercial" not in card  # a native decoder on unnamed data carries no CelebA/FFHQ terms
     again = DAPFSR.from_pretrained(folder)

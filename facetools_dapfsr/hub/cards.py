@@ -49,7 +49,8 @@ class ModelCardInfo:
     training_command: str = NOT_RECORDED
     """The command that reproduces the training run."""
     metrics: list[dict[str, Any]] = field(default_factory=list)
-    """Rows ``{"benchmark", "method", "psnr", "ssim", "lpips", "command"}`` measured on this model."""
+    """Rows ``{"benchmark", "method", "psnr", "ssim", "lpips", "face_quality", "identity_distance",
+    "identity_verified", "command"}`` measured on this model (missing keys print as "-")."""
     trained_on_celeba: bool = False
     """Adds CelebA's non-commercial terms to the licence section."""
 
@@ -106,11 +107,15 @@ def metrics_table(rows: list[dict[str, Any]]) -> str:
         value = row.get(key)
         return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
-    lines = ["| benchmark | method | PSNR (dB) | SSIM | LPIPS |", "|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | method | PSNR (dB) | SSIM | LPIPS | face quality | identity distance | same person |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         lines.append(
             f"| {row.get('benchmark', '?')} | {row.get('method', '?')} | {number(row, 'psnr', 2)} "
-            f"| {number(row, 'ssim', 3)} | {number(row, 'lpips', 3)} |"
+            f"| {number(row, 'ssim', 3)} | {number(row, 'lpips', 3)} | {number(row, 'face_quality', 3)} "
+            f"| {number(row, 'identity_distance', 3)} | {number(row, 'identity_verified', 2)} |"
         )
     commands = sorted({row["command"] for row in rows if row.get("command")})
     if commands:
