@@ -24,7 +24,6 @@ import datetime
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
@@ -33,17 +32,8 @@ import torch.nn.functional as F
 from facetools_dapfsr import DAPFSR
 from facetools_dapfsr.data.degradation import degrade
 from facetools_dapfsr.data.synthetic import SyntheticPairsConfig, sample_codes
+from facetools_dapfsr.evaluation.bench import best_time
 from facetools_dapfsr.losses import VGGFeatures, perceptual_loss
-
-
-def best_time(step, repeats: int) -> float:
-    step()  # warm-up: allocator, kernels
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> int:

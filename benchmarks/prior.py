@@ -19,7 +19,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from facetools_dapfsr.config import MobileStyleGANConfig
 from facetools_dapfsr.data.alignment import warp_affine
+from facetools_dapfsr.evaluation.bench import best_time
 from facetools_dapfsr.models.mobilestylegan import (
     NUM_WS,
     RENDER_SIZES,
@@ -52,17 +52,6 @@ def seeded_ws(decoder: MobileStyleGANDecoder, count: int, seed: int) -> torch.Te
     z = torch.randn(count, decoder.z_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return decoder.mapping(z).unsqueeze(1).expand(-1, NUM_WS, -1).contiguous()
-
-
-def best_time(step: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` runs after one warm-up (the machine may be shared)."""
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def parity(tensors: dict[str, torch.Tensor], samples: int) -> str:

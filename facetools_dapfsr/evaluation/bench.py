@@ -17,6 +17,7 @@ import dataclasses
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,17 @@ class BenchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def best_time(step: Callable[[], object], repeats: int) -> float:
+    """Fastest of ``repeats`` runs of ``step`` after one warm-up (the machine may be shared)."""
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def _sync(device: torch.device) -> None:
