@@ -174,13 +174,13 @@ class DAPFSRConfig:
         version = data.pop("format_version", CONFIG_FORMAT_VERSION)
         if version > CONFIG_FORMAT_VERSION:
             raise ValueError(f"config format version {version} is newer than this package supports")
-        encoder = _build(EncoderConfig, data.pop("encoder", {}), "encoder")
+        encoder = build_dataclass(EncoderConfig, data.pop("encoder", {}), "encoder")
         decoder_data = dict(data.pop("decoder", {}))
         decoder_type = decoder_data.pop("type", StyleGAN2Config.type)
         if decoder_type not in DECODER_CONFIGS:
             raise ValueError(f"unknown decoder type {decoder_type!r}; known: {', '.join(DECODER_CONFIGS)}")
-        decoder = _build(DECODER_CONFIGS[decoder_type], decoder_data, "decoder")
-        return _build(cls, {**data, "encoder": encoder, "decoder": decoder}, "config")
+        decoder = build_dataclass(DECODER_CONFIGS[decoder_type], decoder_data, "decoder")
+        return build_dataclass(cls, {**data, "encoder": encoder, "decoder": decoder}, "config")
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -194,7 +194,7 @@ class DAPFSRConfig:
         return cls.from_dict(data)
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
     """Instantiate a config dataclass, naming unknown keys and mistyped values (a JSON ``"16"``
     where a number belongs) instead of a bare TypeError deep inside."""
     known = {f.name for f in dataclasses.fields(cls)}
@@ -205,7 +205,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     for name, value in data.items():
         expected = _JSON_TYPES.get(hints[name])
         if expected is None:
-            continue  # nested configs are built (and checked) by their own _build
+            continue  # nested configs are built (and checked) by their own build_dataclass
         ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
         if hints[name] == tuple[int, ...]:
             ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)

@@ -16,7 +16,6 @@ Every draw comes from an explicit ``torch.Generator``: the same seed gives the s
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import math
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from facetools_dapfsr.config import build_dataclass
 
 
 @dataclass
@@ -103,11 +104,12 @@ class DegradationConfig:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from error
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown degradation field(s) {', '.join(unknown)}")
-        return cls(**data)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object of degradation fields")
+        try:
+            return build_dataclass(cls, data, "degradation")
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
 
     @classmethod
     def realistic(cls, clean_probability: float = 0.0) -> DegradationConfig:
