@@ -37,6 +37,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def check_can_create(folder: str | Path, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` when files cannot be created in ``folder``: the
+    nearest existing folder on its path is a file, or is not writable. Checked before long work,
+    so that it does not fail only at its end."""
+    folder = Path(folder)
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ValueError(f"{what}: {existing} is a file, not a folder")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ValueError(f"{what}: {existing} is not writable")
+            return
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -166,7 +166,7 @@ def test_output_never_overwrites_the_input(album, model_dir, capsys):
     assert source.read_bytes() == before
 
 
-def test_report_never_overwrites_an_input_nor_fails_after_the_work(album, model_dir, tmp_path, capsys):
+def test_outputs_are_checked_before_the_work_and_never_overwrite_an_input(album, model_dir, tmp_path, capsys):
     source = album / "colour.jpg"
     before = source.read_bytes()
     out = tmp_path / "out"
@@ -181,6 +181,10 @@ def test_report_never_overwrites_an_input_nor_fails_after_the_work(album, model_
     assert status == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert not out.exists()
+    # An -o that cannot be created is refused before any photo runs, too.
+    status = main(["upscale", str(source), str(album / "grey.png"), "-o", str(blocker / "out"), "--model", str(model_dir)])
+    assert status == 2
+    assert "-o: " in capsys.readouterr().err
 
 
 def test_single_file_output_and_glob_inputs(album, model_dir, tmp_path):

@@ -7,13 +7,14 @@ machines (each photo is processed once; the main process writes one merged repor
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from facetools_dapfsr.fileio import check_can_create
 from facetools_dapfsr.pipeline.config import PipelineConfig
+from facetools_dapfsr.pipeline.inputs import Job
 
 EPILOG = """\
 examples:
@@ -70,20 +71,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def check_report_path(report: Path, inputs: list[Path]) -> None:
-    """Refuse, before any photo runs, a --report that would overwrite an input or cannot be written."""
+def check_outputs(jobs: list[Job], report: Path | None, inputs: list[Path]) -> None:
+    """Refuse, before any photo runs, outputs that cannot be written and a --report that would
+    overwrite an input: otherwise the run would fail (or destroy a photo) only at its end."""
+    for folder in sorted({job.output.parent for job in jobs if job.output is not None and job.error is None}):
+        check_can_create(folder, "-o")
+    if report is None:
+        return
     if report.resolve() in {path.resolve() for path in inputs}:
         raise ValueError(f"--report {report} is one of the input photos; choose another file")
     if report.is_dir():
         raise ValueError(f"--report {report} is a folder; give a file name such as {report / 'report.json'}")
-    parent = report.parent
-    for folder in (parent, *parent.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise ValueError(f"--report {report}: {folder} is a file, not a folder")
-            if not os.access(folder, os.W_OK | os.X_OK):
-                raise ValueError(f"--report {report}: {folder} is not writable")
-            break
+    check_can_create(report.parent, f"--report {report}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from facetools_dapfsr.pipeline.batch import build_report, process_job, write_json_atomic
-    from facetools_dapfsr.pipeline.inputs import Job, collect_inputs, plan_jobs
+    from facetools_dapfsr.pipeline.inputs import collect_inputs, plan_jobs
     from facetools_dapfsr.pipeline.manager import PluginError
     from facetools_dapfsr.pipeline.pipeline import FacePipeline
     from facetools_dapfsr.pipeline.sharding import open_shard
@@ -123,8 +122,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if not jobs:
         raise FileNotFoundError("no input photos")
-    if args.report is not None:
-        check_report_path(args.report, files)
+    check_outputs(jobs, args.report, files)
 
     try:
         pipeline = FacePipeline.from_config(config)
