@@ -270,6 +270,18 @@ def _inconsistent_adapter(folder: Path, target: Path) -> Path:
     return _rewrite(folder, target, edit_config=lambda c: c.update(kind="lowrank", rank=2))
 
 
+def _listed_targets_adapter(folder: Path, target: Path) -> Path:
+    return _rewrite(folder, target, edit_config=lambda c: c.update(target_parameters=list(c["target_parameters"])))
+
+
+def _scalar_shape_adapter(folder: Path, target: Path) -> Path:
+    def config(c):
+        name = next(iter(c["target_parameters"]))
+        c["target_parameters"][name] = 32
+
+    return _rewrite(folder, target, edit_config=config)
+
+
 def _future_adapter(folder: Path, target: Path) -> Path:
     return _rewrite(folder, target, edit_config=lambda c: c.update(format_version=99))
 
@@ -296,9 +308,14 @@ def _foreign_parameter_adapter(folder: Path, target: Path) -> Path:
         (_tampered_adapter, AdapterError, r"does not match the sha256 recorded in adapter_config.json"),
         (_inconsistent_adapter, AdapterError, r"does not match its adapter_config.json: missing tensor"),
         (_future_adapter, AdapterError, r"format version 99 is not supported"),
+        (_listed_targets_adapter, AdapterError, r"adapter_config.json: target_parameters must map parameter names to shapes"),
+        (_scalar_shape_adapter, AdapterError, r"adapter_config.json: target_parameters\['.*'\] must be a shape"),
         (lambda folder, target: target, FileNotFoundError, r"no such model folder|has no adapter_config.json"),
     ],
-    ids=["other-base", "wrong-shape", "wrong-geometry", "foreign-parameter", "tampered", "inconsistent", "future", "missing"],
+    ids=[
+        "other-base", "wrong-shape", "wrong-geometry", "foreign-parameter", "tampered", "inconsistent", "future",
+        "listed-targets", "scalar-shape", "missing",
+    ],  # fmt: skip
 )
 def test_bad_adapters_are_refused_and_leave_the_model_unchanged(workspace, base_dir, tmp_path, make, error, message) -> None:
     _, folders = workspace

@@ -102,8 +102,18 @@ class AdapterConfig:
             raise AdapterError(f"adapter kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if (self.kind == "lowrank") != (self.rank is not None):
             raise AdapterError(f"a {self.kind} adapter {'needs' if self.kind == 'lowrank' else 'has no'} rank")
-        if self.rank is not None and self.rank < 1:
-            raise AdapterError(f"rank must be at least 1, got {self.rank}")
+        if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
+            raise AdapterError(f"rank must be an integer of at least 1, got {self.rank!r}")
+        if not isinstance(self.target_parameters, dict):
+            raise AdapterError(
+                f"target_parameters must map parameter names to shapes, got {type(self.target_parameters).__name__}"
+            )
+        for name, shape in self.target_parameters.items():
+            if not isinstance(shape, (list, tuple)) or not all(isinstance(n, int) and n >= 0 for n in shape):
+                raise AdapterError(f"target_parameters[{name!r}] must be a shape (a list of sizes), got {shape!r}")
+        for name in ("num_ws", "w_dim", "resolution", "lr_size"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise AdapterError(f"{name} must be an integer, got {getattr(self, name)!r}")
 
     def to_json_string(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
@@ -127,6 +137,8 @@ class AdapterConfig:
             return cls(**data)
         except TypeError as error:
             raise AdapterError(f"{source}: incomplete adapter config ({error})") from error
+        except AdapterError as error:
+            raise AdapterError(f"{source}: {error}") from error
 
     @classmethod
     def from_json_file(cls, path: Path) -> AdapterConfig:
