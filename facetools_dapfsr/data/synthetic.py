@@ -184,12 +184,25 @@ def generate_synthetic_pairs(
         final = out_dir / _shard_name(shard)
         partial = out_dir / f".partial-{_shard_name(shard)}"
         shutil.rmtree(partial, ignore_errors=True)
-        table.save_to_disk(str(partial))
+        _save_quietly(table, partial)
         partial.rename(final)
         done.append(shard)
         write_metadata(len(done))
     progress.close()
     return out_dir
+
+
+def _save_quietly(table: Any, path: Path) -> None:
+    """``save_to_disk`` without its own progress bar (ours counts the pairs)."""
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    was_enabled = is_progress_bar_enabled()
+    disable_progress_bar()
+    try:
+        table.save_to_disk(str(path))
+    finally:
+        if was_enabled:
+            enable_progress_bar()
 
 
 class SyntheticPairs(torch.utils.data.Dataset):
