@@ -14,6 +14,7 @@ import torch
 from facetools_dapfsr.data.degradation import DegradationConfig, degrade
 from facetools_dapfsr.data.faces import AlignedFaces
 from facetools_dapfsr.data.synthetic import SyntheticPairs
+from facetools_dapfsr.metrics.image import to_grey
 from facetools_dapfsr.training.seeding import (
     AUGMENT_STREAM,
     SAMPLE_STREAM,
@@ -40,12 +41,8 @@ class PairAugmentation:
         if flip < self.flip_probability:
             hr, valid = hr.flip(-1), valid.flip(-1)
         if grey < self.grey_probability:
-            luma = (LUMA.to(hr) * hr).sum(0, keepdim=True)
-            hr = luma.expand_as(hr).contiguous()
+            hr = to_grey(hr).expand_as(hr).contiguous()
         return hr, valid
-
-
-LUMA = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
 
 
 class DegradedPairs(torch.utils.data.Dataset):
