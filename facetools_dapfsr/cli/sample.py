@@ -87,19 +87,15 @@ def load_decoder(name: str, render_size: int | None = None) -> torch.nn.Module:
     return decoder.eval().requires_grad_(False)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def run(args: argparse.Namespace) -> int:
     from torchvision.utils import save_image
+
+    from facetools_dapfsr.pipeline.sharding import resolve_device
     from tqdm.auto import tqdm
 
     if args.num < 1 or args.batch_size < 1:
         raise ValueError("-n and --batch-size must be positive")
-    decoder = load_decoder(args.decoder, args.render_size).to(_device(args.device))
+    decoder = load_decoder(args.decoder, args.render_size).to(resolve_device(args.device))
     device = next(decoder.parameters()).device
     # All codes drawn up front from one generator, so face i does not depend on -n or batching.
     z = torch.randn(args.num, decoder.z_dim, generator=torch.Generator().manual_seed(args.seed))

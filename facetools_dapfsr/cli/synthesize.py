@@ -52,9 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetools_dapfsr.cli.sample import _device
     from facetools_dapfsr.data.synthetic import SyntheticPairsConfig, generate_synthetic_pairs
     from facetools_dapfsr.models.dapfsr import DAPFSR
+    from facetools_dapfsr.pipeline.sharding import resolve_device
 
     config = SyntheticPairsConfig(
         num_pairs=args.num_pairs,
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         render_batch_size=args.batch_size,
     )
     model = DAPFSR.default() if args.model is None else DAPFSR.from_pretrained(args.model)
-    decoder = model.decoder.eval().requires_grad_(False).to(_device(args.device))
+    decoder = model.decoder.eval().requires_grad_(False).to(resolve_device(args.device))
     out = generate_synthetic_pairs(decoder, args.out, config, show_progress=not args.no_progress)
     print(f"{config.num_pairs} synthetic pairs in {out}")
     return 0
