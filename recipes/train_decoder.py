@@ -55,7 +55,7 @@ from facetools_dapfsr.training.reporting import (
     RunReporter,
     finish_run,
 )
-from facetools_dapfsr.training.seeding import (
+from facetools_dapfsr.seeding import (
     INIT_STREAM,
     derive_seed,
     generator_for,

@@ -41,7 +41,7 @@ from facetools_dapfsr.training.native_decoder import (
 )
 from facetools_dapfsr.training.reporting import state_dict_sha256
 from facetools_dapfsr.training.sampling import StreamSampler
-from facetools_dapfsr.training.seeding import derive_seed
+from facetools_dapfsr.seeding import derive_seed
 from facetools_dapfsr.training.setup import fill_deepspeed_auto
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"

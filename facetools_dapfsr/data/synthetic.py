@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from facetools_dapfsr.fileio import atomic_write_text
 from facetools_dapfsr.models.decoder import Decoder
-from facetools_dapfsr.training.seeding import derive_seed
+from facetools_dapfsr.seeding import derive_seed
 
 METADATA_NAME = "synthetic_pairs.json"
 FORMAT_VERSION = 1

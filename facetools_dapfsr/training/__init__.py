@@ -5,7 +5,6 @@
 - ``data``: training/validation faces of a run and the sharded, resumable loader;
 - ``sampling``: the deterministic sample stream behind that loader;
 - ``pairs``: HR faces -> (LR, HR) pairs with the paper's degradation, seeded per sample;
-- ``seeding``: seeds derived from (run seed, step, rank or sample position);
 - ``checkpointing``: atomic, resumable checkpoints around ``accelerator.save_state``;
 - ``validation``: PSNR/LPIPS on held-out pairs and the LR | output | HR grid;
 - ``reporting``: progress bar, metrics (JSONL + TensorBoard), throughput, per-rank summaries;

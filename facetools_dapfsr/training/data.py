@@ -9,7 +9,7 @@ import torch
 from facetools_dapfsr.data.faces import AlignedFaces, DetectorSettings, FaceDataError
 from facetools_dapfsr.training.arguments import TrainingArguments
 from facetools_dapfsr.training.sampling import StreamSampler
-from facetools_dapfsr.training.seeding import derive_seed
+from facetools_dapfsr.seeding import derive_seed
 
 if TYPE_CHECKING:
     from accelerate import Accelerator

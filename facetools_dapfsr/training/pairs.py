@@ -15,7 +15,7 @@ from facetools_dapfsr.data.degradation import DegradationConfig, degrade
 from facetools_dapfsr.data.faces import AlignedFaces
 from facetools_dapfsr.data.synthetic import SyntheticPairs
 from facetools_dapfsr.metrics.image import to_grey
-from facetools_dapfsr.training.seeding import (
+from facetools_dapfsr.seeding import (
     AUGMENT_STREAM,
     SAMPLE_STREAM,
     SYNTHETIC_STREAM,

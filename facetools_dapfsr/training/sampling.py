@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
-from facetools_dapfsr.training.seeding import EPOCH_STREAM, derive_seed
+from facetools_dapfsr.seeding import EPOCH_STREAM, derive_seed
 
 
 class StreamSampler(torch.utils.data.Sampler):

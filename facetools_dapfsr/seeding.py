@@ -4,6 +4,8 @@ Every random draw of a training step comes from a seed that is a pure function o
 and the step (and the rank, or the sample's position in the data stream). A resumed run therefore
 draws exactly what the uninterrupted run drew, without restoring any generator state, and the
 result does not depend on how many times the run was stopped.
+
+A leaf module (numpy and torch only): the data layer (synthetic pairs) and training both use it.
 """
 
 from __future__ import annotations
