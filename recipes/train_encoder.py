@@ -36,8 +36,10 @@ from facetools_dapfsr.config import MobileStyleGANConfig
 from facetools_dapfsr.data.degradation import DegradationConfig
 from facetools_dapfsr.data.faces import FaceDataError
 from facetools_dapfsr.data.synthetic import SyntheticPairs, SyntheticPairsError
+from facetools_dapfsr.hub.checkpoint import CONFIG_NAME, read_weights, resolve_file
 from facetools_dapfsr.losses import VGGFeatures, perceptual_loss
 from facetools_dapfsr.metrics.lpips import LPIPS
+from facetools_dapfsr.models.dapfsr import default_model_path
 from facetools_dapfsr.training.arguments import EncoderTrainingArguments, parse_arguments
 from facetools_dapfsr.training.checkpointing import (
     TrainingState,
@@ -100,11 +102,18 @@ def build_model(args: EncoderTrainingArguments) -> DAPFSR:
 
 
 def initialise_encoder(model: DAPFSR, source: str) -> None:
-    """Copy the encoder weights of ``source`` ('default', a folder or a Hub id) into ``model``."""
-    start = DAPFSR.default() if source == "default" else DAPFSR.from_pretrained(source)
-    if start.config.encoder != model.config.encoder or start.config.decoder != model.config.decoder:
+    """Copy the encoder weights of ``source`` ('default', a folder or a Hub id) into ``model``.
+
+    Only its config and stored tensors are read: the decoder is the one ``model`` already has.
+    """
+    where = default_model_path() if source == "default" else source
+    config = DAPFSRConfig.from_json_file(resolve_file(where, CONFIG_NAME))
+    if config.encoder != model.config.encoder or config.decoder != model.config.decoder:
         raise ValueError(f"--init-from {source}: its config differs from --config; train it with its own config")
-    model.encoder.load_state_dict({k: v.float() for k, v in start.encoder.state_dict().items()}, strict=True)
+    tensors, _path = read_weights(where)
+    prefix = "encoder."
+    encoder = {name[len(prefix) :]: t.float() for name, t in tensors.items() if name.startswith(prefix)}
+    model.encoder.load_state_dict(encoder, strict=True)
 
 
 def lr_canvas(model: DAPFSR, degradation: DegradationConfig) -> int:
