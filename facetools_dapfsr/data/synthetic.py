@@ -146,6 +146,7 @@ def generate_synthetic_pairs(
         }
     )
     w_mean = decoder.w_statistics()[0].float().cpu()
+    device = next(decoder.parameters()).device
     done = [i for i in range(config.num_shards) if (out_dir / _shard_name(i)).is_dir()]
 
     def write_metadata(shards: int) -> None:
@@ -171,7 +172,6 @@ def generate_synthetic_pairs(
         generator = torch.Generator().manual_seed(derive_seed(config.seed, shard))
         ws = sample_codes(decoder, count, config, generator, w_mean)
         faces = []
-        device = next(decoder.parameters()).device
         with torch.no_grad():
             for start in range(0, count, config.render_batch_size):
                 batch = ws[start : start + config.render_batch_size].to(device)
