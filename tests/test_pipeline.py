@@ -12,18 +12,28 @@ import torch.nn.functional as F
 from PIL import Image
 
 from facetools_dapfsr import DAPFSR, DAPFSRConfig
-from facetools_dapfsr.data.alignment import FACE_TEMPLATE, alignment_matrix, invert_affine
+from facetools_dapfsr.data.alignment import (
+    FACE_TEMPLATE,
+    alignment_matrix,
+    invert_affine,
+)
 from facetools_dapfsr.pipeline import (
     Detection,
     FacePipeline,
     FaceResult,
     ImageResult,
     MTCNNOptions,
+    PasteOptions,
+    PathOptions,
     PipelineConfig,
 )
 from facetools_dapfsr.pipeline.align import TemplateAligner, crop_footprint
 from facetools_dapfsr.pipeline.detect_mtcnn import MTCNNDetector
-from facetools_dapfsr.pipeline.paste import FacePaster, face_to_output_matrix, feather_mask
+from facetools_dapfsr.pipeline.paste import (
+    FacePaster,
+    face_to_output_matrix,
+    feather_mask,
+)
 from facetools_dapfsr.pipeline.resample import output_size, resample_image, to_uint8
 
 # Every face of the two group photos as (x1, y1, x2, y2) fractions of the photo's width and
@@ -103,7 +113,11 @@ def test_tiled_detection_finds_the_same_faces_as_one_pass(photos, reference_boxe
 
 def test_pipeline_replaces_faces_and_keeps_the_background(photos, tiny_model):
     image = downscale(photos["t1.jpg"], 8)
-    pipeline = FacePipeline.from_config(PipelineConfig(model=tiny_model, scale=4))
+    # Pasted as rendered, every face: this test checks where faces go, not which are kept.
+    config = PipelineConfig(
+        model=tiny_model, scale=4, paste=PasteOptions(consistency=False), paths=PathOptions(replace="always")
+    )
+    pipeline = FacePipeline.from_config(config)
     result = pipeline(image, source="t1@8x")
 
     height, width = image.shape[1:]
@@ -115,6 +129,7 @@ def test_pipeline_replaces_faces_and_keeps_the_background(photos, tiny_model):
     for face in result.faces:
         assert tuple(face.lr_face.shape) == (3, 16, 16)
         assert tuple(face.sr_face.shape) == (3, 32, 32)
+        assert face.path == "super-resolved" and face.input_side < 48
         assert face.lr_face.min() >= 0 and face.lr_face.max() <= 1
         to_output = face_to_output_matrix(face, result.input_size, result.output_size)
         x0, y0, x1, y1 = crop_footprint(invert_affine(to_output), 32, margin=1)
@@ -147,6 +162,10 @@ def test_pasted_faces_line_up_with_the_photo(photos):
         assert (pasted - background[:, y0 + 3 : y1 + 3, x0:x1]).abs().mean() > 0.02
 
 
+# Pastes every face as rendered: the blending tests below look at the mask alone.
+AS_RENDERED = FacePaster(PasteOptions(consistency=False), replace="always")
+
+
 def test_feathered_paste_has_no_seam():
     """A flat grey face on a flat background: the blend weight rises smoothly from 0 to 1."""
     size = 40  # face crop side in the input photo
@@ -162,7 +181,7 @@ def test_feathered_paste_has_no_seam():
     )
     result = ImageResult(source="flat", image=image, scale=4, faces=[face])
     result.composite = resample_image(image, output_size((80, 80), 4))
-    FacePaster().process(result)
+    AS_RENDERED.process(result)
     weight = (result.composite[0].float() / 255 - 0.1) / 0.8
     assert weight.max() > 0.99 and weight.min() > -0.01
     assert weight[0, :].abs().max() < 0.01 and weight[:, 0].abs().max() < 0.01  # background untouched
@@ -182,7 +201,7 @@ def test_faces_at_the_photo_edge_fade_out():
     face = FaceResult(detection, faces[0], valid[0], matrices[0], torch.full((3, 32, 32), 0.9))
     result = ImageResult(source="edge", image=image, scale=2, faces=[face])
     result.composite = resample_image(image, (120, 120))
-    FacePaster().process(result)
+    AS_RENDERED.process(result)
     weight = (result.composite[0].float() / 255 - 0.1) / 0.8
     assert weight[:, :2].max() < 0.1  # the photo's edge keeps (nearly) its own pixels
     assert weight.max() > 0.9

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from facetools_dapfsr.fileio import check_can_create
-from facetools_dapfsr.pipeline.config import PipelineConfig
+from facetools_dapfsr.pipeline.config import REPLACE_MODES, PathOptions, PipelineConfig
 from facetools_dapfsr.pipeline.inputs import Job
+from facetools_dapfsr.pipeline.routing import FaceChoice
 
 EPILOG = """\
 examples:
@@ -33,8 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "upscale",
         help="upscale photos and super-resolve their faces",
         description=(
-            "Upscale whole photos by --scale (the background is resampled) and replace every\n"
-            "detected face with its DAP-FSR super-resolved version."
+            "Upscale whole photos by --scale (the background is resampled) and replace the\n"
+            "detected faces with their DAP-FSR super-resolved versions. A face larger than\n"
+            "--max-face-size keeps the resampled photo, and by default a restored face is pasted\n"
+            "only where it is sharper than the resampled photo, so no face ends up worse than\n"
+            "plain resampling would leave it. Each face's path is in the --report."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -59,6 +63,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="smallest face height to detect, in input pixels (default: %(default)s)",
     )
     parser.add_argument("--scale", type=float, default=4.0, help="upscaling factor of the photo (default: %(default)s)")
+    paths = PathOptions()
+    parser.add_argument(
+        "--max-face-size",
+        type=float,
+        default=paths.max_face_size,
+        help="largest face (side of its aligned crop, in input pixels) that is super-resolved; larger "
+        "faces keep the resampled photo (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--replace",
+        choices=REPLACE_MODES,
+        default=paths.replace,
+        help="sharper: paste a restored face only where it is sharper than the resampled photo; "
+        "always: paste every restored face (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fidelity",
+        type=float,
+        default=1.0,
+        help="weight of the restored faces against the resampled photo, 0-1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--faces",
+        default="all",
+        help="which faces: all, largest, center, or comma-separated indices in detection order (default: %(default)s)",
+    )
     parser.add_argument(
         "--save-faces", type=Path, metavar="DIR", help="also save each face's LR crop and SR result here"
     )
@@ -69,6 +99,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--post", default="paste", help="comma-separated post stages by name (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     parser.set_defaults(func=run)
+
+
+def parse_face_choice(text: str) -> FaceChoice:
+    """``--faces``: ``all``, ``largest``, ``center`` or comma-separated indices."""
+    if text in ("all", "largest", "center"):
+        return text
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--faces must be all, largest, center or indices such as 0,2; got {text!r}") from None
 
 
 def check_outputs(jobs: list[Job], report: Path | None, inputs: list[Path]) -> None:
@@ -89,13 +129,18 @@ def run(args: argparse.Namespace) -> int:
     import pluggy
     from tqdm import tqdm
 
-    from facetools_dapfsr.pipeline.batch import build_report, process_job, write_json_atomic
+    from facetools_dapfsr.pipeline.batch import (
+        build_report,
+        process_job,
+        write_json_atomic,
+    )
     from facetools_dapfsr.pipeline.inputs import collect_inputs, plan_jobs
     from facetools_dapfsr.pipeline.manager import PluginError
     from facetools_dapfsr.pipeline.pipeline import FacePipeline
     from facetools_dapfsr.pipeline.sharding import open_shard
 
     started = time.perf_counter()
+    face_choice = parse_face_choice(args.faces)
     config = PipelineConfig(
         detector=args.detector,
         aligner=args.aligner,
@@ -107,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         revision=args.revision,
         adapter=args.adapter,
+        fidelity=args.fidelity,
+        paths=PathOptions(max_face_size=args.max_face_size, replace=args.replace),
     )
     shard = open_shard(args.device)
     config.device = shard.device
@@ -135,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         mine, desc="upscale", unit="photo", disable=args.no_progress or not shard.is_local_main, file=sys.stderr
     )
     for job in progress:
-        record = process_job(pipeline, job, save_faces=args.save_faces, rank=shard.rank)
+        record = process_job(pipeline, job, save_faces=args.save_faces, rank=shard.rank, faces=face_choice)
         if record["status"] != "ok":
             # Errors usually name the file already; name it once either way.
             message = record["error"] if record["input"] in record["error"] else f"{record['input']}: {record['error']}"
@@ -169,6 +216,10 @@ def _settings(args: argparse.Namespace, config: PipelineConfig) -> dict[str, Any
         "device": config.device,
         "scale": config.scale,
         "min_face_size": config.min_face_size,
+        "max_face_size": config.paths.max_face_size,
+        "replace": config.paths.replace,
+        "fidelity": config.fidelity,
+        "faces": args.faces,
         "batch_size": config.batch_size,
         "stages": {
             "detect": config.detector,

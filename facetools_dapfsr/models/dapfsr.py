@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from facetools_dapfsr.config import DAPFSRConfig, DecoderConfig, MobileStyleGANConfig, StyleGAN2Config
+from facetools_dapfsr.config import (
+    DAPFSRConfig,
+    DecoderConfig,
+    MobileStyleGANConfig,
+    StyleGAN2Config,
+)
 from facetools_dapfsr.hub.cards import ModelCardInfo
 from facetools_dapfsr.models.decoder import Decoder
 from facetools_dapfsr.models.encoder import DAPFSREncoder
@@ -90,17 +95,26 @@ class DAPFSR(nn.Module):
         """Training-time forward: differentiable, not clamped."""
         return self.decode(self.encode(lr))
 
-    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
+    @property
+    def output_sizes(self) -> tuple[int, ...]:
+        """Face sides :meth:`upscale` can render (``size=``): for the FFHQ prior 128, 256, 512
+        and 1024 (the same template crop read from the prior's frame at more pixels)."""
+        return self.decoder.output_sizes
+
+    def upscale(self, lr: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """Super-resolve aligned-ish LR faces.
 
         Args:
             lr: float tensor ``[B, 3, lr_size, lr_size]`` with values in ``[0, 1]``.
+            size: side of the rendered face, one of :attr:`output_sizes` (default ``hr_size``).
         Returns:
-            ``[B, 3, hr_size, hr_size]`` in ``[0, 1]``.
+            ``[B, 3, size, size]`` in ``[0, 1]``.
         Raises:
-            ValueError: wrong type, dtype, shape or value range.
+            ValueError: wrong type, dtype, shape or value range, or a size the decoder does not offer.
         """
         self._check_image(lr, self.config.lr_size, "lr")
+        if size is not None and size not in self.output_sizes:
+            raise ValueError(f"size must be one of {self.output_sizes}, got {size!r}")
         low, high = float(lr.min()), float(lr.max())
         if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
             raise ValueError(
@@ -108,7 +122,7 @@ class DAPFSR(nn.Module):
                 "convert uint8 images with .float() / 255"
             )
         with torch.no_grad():
-            return self.forward(lr.clamp(0, 1)).clamp(0, 1)
+            return self.decoder.render(self.encode(lr.clamp(0, 1)), size).clamp(0, 1)
 
     @staticmethod
     def _check_image(image: torch.Tensor, size: int, name: str) -> None:

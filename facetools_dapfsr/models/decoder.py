@@ -43,6 +43,18 @@ class Decoder(nn.Module, abc.ABC):
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
         return self.synthesis(ws)
 
+    @property
+    def output_sizes(self) -> tuple[int, ...]:
+        """Sides :meth:`render` offers; a generator that renders only its own resolution
+        offers just that."""
+        return (self.resolution,)
+
+    def render(self, ws: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """The HR face crop at ``size`` px (one of :attr:`output_sizes`; default the resolution)."""
+        if size is not None and size not in self.output_sizes:
+            raise ValueError(f"size must be one of {self.output_sizes}, got {size}")
+        return self.synthesis(ws)
+
     def modulation_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """``(name, parameter)`` pairs for :meth:`modulation_parameter_names`."""
         params = dict(self.named_parameters())

@@ -451,23 +451,26 @@ class MobileStyleGANDecoder(Decoder):
         """W+ ``[B, 23, 512]`` -> FFHQ frame ``[B, 3, render_size, render_size]`` in ``[0, 1]``."""
         return (self.synthesis_network(ws, self.render_size) + 1.0) * 0.5
 
-    def crop_matrix(self, render_size: int | None = None) -> np.ndarray:
-        """``[2, 3]`` similarity from frame pixels (at ``render_size``) to HR crop pixels."""
+    def crop_matrix(self, render_size: int | None = None, resolution: int | None = None) -> np.ndarray:
+        """``[2, 3]`` similarity from frame pixels (at ``render_size``) to the pixels of the face
+        crop of side ``resolution`` (default: the model's HR size)."""
         size = self.render_size if render_size is None else render_size
+        resolution = self.resolution if resolution is None else resolution
         landmarks = self.frame_landmarks.detach().double().cpu().numpy()
         if not np.isfinite(landmarks).all() or np.ptp(landmarks[:, 0]) <= 0:
             raise RuntimeError("frame_landmarks are not set: load converted weights first")
         # Rescale with the pixel-centre convention of the alignment module.
         landmarks = (landmarks + 0.5) * (size / FRAME_SIZE) - 0.5
-        return alignment_matrix(landmarks, self.resolution)
+        return alignment_matrix(landmarks, resolution)
 
-    def crop_region(self, render_size: int | None = None) -> tuple[int, int, int, int]:
-        """``(top, left, bottom, right)``: the frame pixels the HR crop reads (with the support of
-        its resampling filters), at ``render_size``."""
+    def crop_region(self, render_size: int | None = None, resolution: int | None = None) -> tuple[int, int, int, int]:
+        """``(top, left, bottom, right)``: the frame pixels the face crop of side ``resolution``
+        reads (with the support of its resampling filters), at ``render_size``."""
         size = self.render_size if render_size is None else render_size
-        matrix = self.crop_matrix(size)
-        corners = np.array([[-0.5, -0.5, 1.0], [self.resolution - 0.5, -0.5, 1.0],
-                            [-0.5, self.resolution - 0.5, 1.0], [self.resolution - 0.5, self.resolution - 0.5, 1.0]])
+        side = self.resolution if resolution is None else resolution
+        matrix = self.crop_matrix(size, side)
+        corners = np.array([[-0.5, -0.5, 1.0], [side - 0.5, -0.5, 1.0],
+                            [-0.5, side - 0.5, 1.0], [side - 0.5, side - 0.5, 1.0]])
         points = corners @ invert_affine(matrix).T  # crop corners in frame pixels
         # warp_affine prefilters by 1 / (2 * scale) when shrinking, then samples bilinearly:
         # a few frame pixels of support either side, more the stronger the shrink.
@@ -478,14 +481,31 @@ class MobileStyleGANDecoder(Decoder):
         return max(top, 0), max(left, 0), min(bottom, size), min(right, size)
 
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        return self.render(ws)
+
+    @property
+    def output_sizes(self) -> tuple[int, ...]:
+        """The model's HR size and its doublings up to the prior's 1024 px frame: the same
+        template crop, read from the frame at more pixels."""
+        sizes = [self.resolution]
+        while sizes[-1] * 2 <= FRAME_SIZE:
+            sizes.append(sizes[-1] * 2)
+        return tuple(sizes)
+
+    def render(self, ws: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """The template crop at ``size`` px, read straight from the frame rendered at
+        ``config.render_size`` (the exit the encoder was trained through: codes from a 256 px
+        exit rendered at a larger exit are sharper but other faces, see
+        ``benchmarks/render_size.py``)."""
+        side = self.resolution if size is None else int(size)
+        render_size = self.render_size
         # Only the part of the frame the crop reads is rendered (about a third of the cost);
         # pasted into an empty frame, it gives the same crop as the full frame would.
-        size = self.render_size
-        top, left, bottom, right = region = self.crop_region()
-        window = (self.synthesis_network(ws, size, region) + 1.0) * 0.5
-        frame = F.pad(window, (left, size - right, top, size - bottom))
+        top, left, bottom, right = region = self.crop_region(render_size, side)
+        window = (self.synthesis_network(ws, render_size, region) + 1.0) * 0.5
+        frame = F.pad(window, (left, render_size - right, top, render_size - bottom))
         # The crop is cheap; doing it in float32 keeps bf16 autocast from degrading the resampling.
-        face, _valid = warp_affine(frame.float(), self.crop_matrix(), (self.resolution, self.resolution))
+        face, _valid = warp_affine(frame.float(), self.crop_matrix(render_size, side), (side, side))
         return face
 
     def modulation_parameter_names(self) -> list[str]:

@@ -14,13 +14,18 @@ from facetools_dapfsr.fileio import atomic_write_text
 from facetools_dapfsr.pipeline.inputs import Job
 from facetools_dapfsr.pipeline.io import ImageReadError, read_image, save_image
 from facetools_dapfsr.pipeline.pipeline import FacePipeline, StageError
+from facetools_dapfsr.pipeline.routing import FaceChoice
 
 REPORT_FORMAT = "dapfsr-upscale-report"
 REPORT_VERSION = 1
 
 
-def process_job(pipeline: FacePipeline, job: Job, save_faces: Path | None = None, rank: int = 0) -> dict[str, Any]:
+def process_job(
+    pipeline: FacePipeline, job: Job, save_faces: Path | None = None, rank: int = 0, faces: FaceChoice = "all"
+) -> dict[str, Any]:
     """Upscale one photo file; never raises for a bad photo or a failing stage.
+
+    ``faces`` chooses the faces processed (:func:`~facetools_dapfsr.pipeline.routing.select_faces`).
 
     Returns:
         A JSON-ready record: ``status`` is ``ok`` or ``failed``; failures carry ``error`` and
@@ -46,7 +51,7 @@ def process_job(pipeline: FacePipeline, job: Job, save_faces: Path | None = None
             exif_transposed=loaded.exif_transposed,
             input_size=[int(loaded.image.shape[2]), int(loaded.image.shape[1])],
         )
-        result = pipeline(loaded.image, source=str(job.input))
+        result = pipeline(loaded.image, source=str(job.input), faces=faces)
         step = "write"
         save_image(result.composite, job.output, grey=loaded.is_grey)
         face_records = [face.to_record() for face in result.faces]
@@ -54,7 +59,8 @@ def process_job(pipeline: FacePipeline, job: Job, save_faces: Path | None = None
             for i, (face, face_record) in enumerate(zip(result.faces, face_records, strict=True)):
                 stem = f"{job.output.stem}_face{i:02d}"
                 face_record["lr_file"] = str(save_image(face.lr_face, save_faces / f"{stem}_lr.png"))
-                face_record["sr_file"] = str(save_image(face.sr_face, save_faces / f"{stem}_sr.png"))
+                if face.sr_face is not None:
+                    face_record["sr_file"] = str(save_image(face.sr_face, save_faces / f"{stem}_sr.png"))
         record.update(
             status="ok",
             output_size=[int(result.composite.shape[2]), int(result.composite.shape[1])],

@@ -36,6 +36,34 @@ class PasteOptions:
     """Width of the soft edge of the blending mask, as a fraction of the face crop's half side."""
     exponent: float = 4.0
     """Shape of the mask: 2 is an ellipse, larger values approach the full square crop."""
+    consistency: bool = True
+    """Keep the photo's own content in every band the photo resolves: the restored face
+    contributes only detail finer than one input pixel (its coarse band is replaced by the
+    resampled photo's). Off: the restored face is pasted as rendered."""
+
+
+REPLACE_MODES = ("sharper", "always")
+
+
+@dataclass
+class PathOptions:
+    """Which faces are replaced and at what size (the rule is :mod:`facetools_dapfsr.pipeline.routing`)."""
+
+    max_face_size: float = 32.0
+    """Largest aligned-crop side, in input-photo pixels, of a face that is super-resolved; larger
+    faces keep the resampled photo. The model sees every face at 16 px; with the consistency
+    step the restored face beats resampling on PSNR and LPIPS up to 24 px, is 0.35 dB below it
+    and still better on LPIPS at 32 px, and worse on both from 48 px (``benchmarks/face_size.py``,
+    figures in ``benchmarks/RESULTS.md``)."""
+    replace: str = "sharper"
+    """``"sharper"``: paste a restored face only where it is sharper than the resampled photo;
+    ``"always"``: paste every restored face."""
+
+    def __post_init__(self) -> None:
+        if self.max_face_size <= 0:
+            raise ValueError(f"max_face_size must be positive, got {self.max_face_size}")
+        if self.replace not in REPLACE_MODES:
+            raise ValueError(f"replace must be one of {', '.join(REPLACE_MODES)}, got {self.replace!r}")
 
 
 @dataclass
@@ -61,8 +89,13 @@ class PipelineConfig:
     revision: str | None = None
     adapter: str | os.PathLike[str] | None = None
 
+    fidelity: float = 1.0
+    """Weight of the restored face against the resampled photo under it, in ``[0, 1]``
+    (CodeFormer's ``w``, GFPGAN's ``weight``): 1 pastes the restored face, 0 keeps the photo."""
+
     mtcnn: MTCNNOptions = field(default_factory=MTCNNOptions)
     paste: PasteOptions = field(default_factory=PasteOptions)
+    paths: PathOptions = field(default_factory=PathOptions)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Free-form options for third-party stages, keyed by stage name."""
 
@@ -72,5 +105,13 @@ class PipelineConfig:
             raise ValueError(f"scale must be positive, got {self.scale}")
         if self.min_face_size <= 0:
             raise ValueError(f"min_face_size must be positive, got {self.min_face_size}")
+        check_fidelity(self.fidelity)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+def check_fidelity(fidelity: float) -> float:
+    """``fidelity`` as a float in ``[0, 1]``, or a ValueError saying what it must be."""
+    if not isinstance(fidelity, (int, float)) or not 0.0 <= float(fidelity) <= 1.0:
+        raise ValueError(f"fidelity must be a number in [0, 1], got {fidelity!r}")
+    return float(fidelity)

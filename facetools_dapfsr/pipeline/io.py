@@ -99,6 +99,18 @@ def writable_suffix(suffix: str) -> str:
     return ".png"
 
 
+def to_pil(image: torch.Tensor, grey: bool = False) -> Image.Image:
+    """A uint8 ``[3, H, W]`` (or float in ``[0, 1]``) image as a Pillow image (``L`` if ``grey``)."""
+    if image.is_floating_point():
+        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    # One Pillow band per channel straight from the [C, H, W] rows (no interleaved copy).
+    channels = [Image.fromarray(channel.numpy()) for channel in image.detach().cpu().contiguous()]
+    pil = channels[0] if len(channels) == 1 else Image.merge("RGB", channels)
+    if grey:
+        pil = pil.convert("L")  # luminance, for photos that were grey on the way in
+    return pil
+
+
 def save_image(image: torch.Tensor, path: str | os.PathLike[str], grey: bool = False) -> Path:
     """Write a uint8 ``[3, H, W]`` (or float in ``[0, 1]``) image atomically.
 
@@ -107,13 +119,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike[str], grey: bool = F
     The format follows the suffix (``.png`` when Pillow cannot write it).
     """
     path = Path(path)
-    if image.is_floating_point():
-        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
-    # One Pillow band per channel straight from the [C, H, W] rows (no interleaved copy).
-    channels = [Image.fromarray(channel.numpy()) for channel in image.detach().cpu().contiguous()]
-    pil = channels[0] if len(channels) == 1 else Image.merge("RGB", channels)
-    if grey:
-        pil = pil.convert("L")  # luminance, for photos that were grey on the way in
+    pil = to_pil(image, grey=grey)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     options = {"quality": JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
     with atomic_path(path) as temporary:

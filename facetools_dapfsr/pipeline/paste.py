@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from facetools_dapfsr.data.alignment import invert_affine, warp_affine
 from facetools_dapfsr.pipeline.align import crop_footprint
-from facetools_dapfsr.pipeline.config import PasteOptions, PipelineConfig
+from facetools_dapfsr.pipeline.config import REPLACE_MODES, PasteOptions, PipelineConfig
 from facetools_dapfsr.pipeline.resample import input_to_output, to_uint8
 from facetools_dapfsr.pipeline.results import FaceResult, ImageResult
+from facetools_dapfsr.pipeline.routing import NOT_SHARPER, sharpness
 
 
 def feather_mask(size: int, feather: float = 0.2, exponent: float = 4.0) -> torch.Tensor:
@@ -41,15 +42,36 @@ def face_to_output_matrix(face: FaceResult, input_size: tuple[int, int], out_siz
     return invert_affine(output_to_hr)
 
 
-class FacePaster:
-    """Blends ``result.faces[i].sr_face`` into ``result.composite`` where each face came from."""
+def photo_band(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """What of ``image`` (``[C, H, W]`` in output pixels) survives at the input's resolution:
+    shrunk by the photo's upscaling ``factor`` (antialiased) and resampled back (bicubic, as the
+    background is)."""
+    if factor <= 1:
+        return image
+    height, width = image.shape[-2:]
+    small = (max(1, round(height / factor)), max(1, round(width / factor)))
+    down = F.interpolate(image.unsqueeze(0), size=small, mode="bicubic", antialias=True, align_corners=False)
+    return F.interpolate(down, size=(height, width), mode="bicubic", align_corners=False)[0]
 
-    def __init__(self, options: PasteOptions | None = None) -> None:
+
+class FacePaster:
+    """Blends ``result.faces[i].sr_face`` into ``result.composite`` where each face came from.
+
+    Per face, in the output's pixels: the restored face is made consistent with the photo
+    (``PasteOptions.consistency``), pasted only if it is sharper than the resampled photo under
+    it (``replace="sharper"``, :mod:`facetools_dapfsr.pipeline.routing` step 3), and blended with
+    weight ``result.fidelity`` times the feathered mask.
+    """
+
+    def __init__(self, options: PasteOptions | None = None, replace: str = "sharper") -> None:
         self.options = options or PasteOptions()
+        if replace not in REPLACE_MODES:
+            raise ValueError(f"replace must be one of {', '.join(REPLACE_MODES)}, got {replace!r}")
+        self.replace = replace
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> FacePaster:
-        return cls(config.paste)
+        return cls(config.paste, replace=config.paths.replace)
 
     def process(self, result: ImageResult) -> None:
         if result.composite is None:
@@ -58,10 +80,15 @@ class FacePaster:
         for face in result.faces:
             if face.sr_face is None or face.matrix is None or face.lr_face is None:
                 continue
-            self._paste(result.composite, face, result.input_size, (out_h, out_w))
+            self._paste(result.composite, face, result.input_size, (out_h, out_w), result.fidelity)
 
     def _paste(
-        self, composite: torch.Tensor, face: FaceResult, input_size: tuple[int, int], out_size: tuple[int, int]
+        self,
+        composite: torch.Tensor,
+        face: FaceResult,
+        input_size: tuple[int, int],
+        out_size: tuple[int, int],
+        fidelity: float = 1.0,
     ) -> None:
         hr = face.sr_face.shape[-1]
         to_output = face_to_output_matrix(face, input_size, out_size)
@@ -78,7 +105,19 @@ class FacePaster:
         colour = warped[0, :3]
         weight = warped[0, 3:] * inside[0]
         region = composite[:, y0:y1, x0:x1].float() / 255
-        composite[:, y0:y1, x0:x1] = to_uint8(region * (1 - weight) + colour * weight)
+        change = weight * fidelity * (colour - region)
+        if self.options.consistency:
+            # The photo's own pixels decide everything the photo resolves; the restored face
+            # only adds the detail finer than one input pixel. The band is taken of the
+            # feathered change, not of the face, so the crop's edge leaves no seam.
+            change = change - photo_band(change, out_size[0] / input_size[0])
+        pasted = (region + change).clamp(0, 1)
+        if self.replace == "sharper":
+            core = (weight > 0.5).float().unsqueeze(0)
+            if not bool(sharpness(pasted.unsqueeze(0), core) > sharpness(region.unsqueeze(0), core)):
+                face.path = NOT_SHARPER
+                return
+        composite[:, y0:y1, x0:x1] = to_uint8(pasted)
 
     @staticmethod
     def _valid_weight(face: FaceResult, hr: int) -> torch.Tensor:

@@ -10,10 +10,18 @@ from typing import Any
 import pluggy
 import torch
 
-from facetools_dapfsr.pipeline.config import PipelineConfig
+from facetools_dapfsr.pipeline.config import PathOptions, PipelineConfig, check_fidelity
 from facetools_dapfsr.pipeline.manager import StageRegistry, make_plugin_manager
 from facetools_dapfsr.pipeline.resample import output_size, resample_image
 from facetools_dapfsr.pipeline.results import FaceResult, ImageResult
+from facetools_dapfsr.pipeline.routing import (
+    SUPER_RESOLVED,
+    TOO_LARGE,
+    FaceChoice,
+    crop_side,
+    render_size,
+    select_faces,
+)
 from facetools_dapfsr.pipeline.stages import ALIGN, DETECT, POST, SUPER_RESOLVE
 
 
@@ -58,6 +66,8 @@ class FacePipeline:
         post_processors: Sequence[Stage | Any] = (),
         *,
         scale: float = 4.0,
+        paths: PathOptions | None = None,
+        fidelity: float = 1.0,
         hook: pluggy.HookRelay | None = None,
     ) -> None:
         """
@@ -65,7 +75,10 @@ class FacePipeline:
             detector, aligner, super_resolver, post_processors: stage objects (see
                 :mod:`facetools_dapfsr.pipeline.stages` for what each must provide), or
                 :class:`Stage` records naming them for the observers.
-            scale: upscaling factor of the whole photo.
+            scale: upscaling factor of the whole photo (default of :meth:`__call__`).
+            paths: which faces are super-resolved, at what size, and when they are pasted
+                (:mod:`facetools_dapfsr.pipeline.routing`); default :class:`PathOptions`.
+            fidelity: default weight of the restored faces against the resampled photo.
             hook: a plugin manager's ``hook`` relay; its ``before_stage``, ``after_stage`` and
                 ``on_stage_error`` observers are called around every stage. ``None``: no observers.
         """
@@ -76,6 +89,8 @@ class FacePipeline:
         self.super_resolver = _as_stage(SUPER_RESOLVE, super_resolver)
         self.post_processors = [_as_stage(POST, stage) for stage in post_processors]
         self.scale = float(scale)
+        self.paths = paths or PathOptions()
+        self.fidelity = check_fidelity(fidelity)
         self.hook = hook
 
     @classmethod
@@ -97,6 +112,8 @@ class FacePipeline:
             super_resolver=build(SUPER_RESOLVE, config.super_resolver),
             post_processors=[build(POST, name) for name in config.post_processors],
             scale=config.scale,
+            paths=config.paths,
+            fidelity=config.fidelity,
             hook=manager.hook,
         )
 
@@ -104,31 +121,50 @@ class FacePipeline:
     def stages(self) -> list[Stage]:
         return [self.detector, self.aligner, self.super_resolver, *self.post_processors]
 
-    def __call__(self, image: torch.Tensor, source: str = "<image>") -> ImageResult:
+    def __call__(
+        self,
+        image: torch.Tensor,
+        source: str = "<image>",
+        *,
+        scale: float | None = None,
+        faces: FaceChoice = "all",
+        min_score: float = 0.0,
+        fidelity: float | None = None,
+    ) -> ImageResult:
         """Process one photo.
 
         Args:
             image: ``[3, H, W]`` float tensor in ``[0, 1]``.
             source: label used in results, reports and errors (usually the file path).
+            scale: upscaling factor (default: the pipeline's).
+            faces, min_score: which detected faces to process (:func:`~.routing.select_faces`);
+                the others keep the resampled photo and are left out of the result.
+            fidelity: weight of the restored faces in ``[0, 1]`` (default: the pipeline's).
         Raises:
             StageError: a stage failed (after the ``on_stage_error`` observers ran).
         """
         if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ValueError(f"expected a float image [3, H, W] in [0, 1], got {tuple(image.shape)} {image.dtype}")
-        result = ImageResult(source=source, image=image, scale=self.scale)
-        self._run(self.detector, result, self._detect)
+        scale = self.scale if scale is None else float(scale)
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        fidelity = self.fidelity if fidelity is None else check_fidelity(fidelity)
+        result = ImageResult(source=source, image=image, scale=scale, fidelity=fidelity)
+        self._run(self.detector, result, lambda item: self._detect(item, faces, min_score))
         self._run(self.aligner, result, self._align)
         self._run(self.super_resolver, result, self._super_resolve)
         started = time.perf_counter()
-        result.composite = resample_image(image, output_size(result.input_size, self.scale))
+        result.composite = resample_image(image, output_size(result.input_size, scale))
         result.timings["resample"] = time.perf_counter() - started
         for stage in self.post_processors:
             self._run(stage, result, stage.impl.process)
         return result
 
     # Each step stores its output in the result before the after_stage observers see it.
-    def _detect(self, result: ImageResult) -> None:
-        result.faces = [FaceResult(detection=d) for d in self.detector.impl.detect(result.image)]
+    def _detect(self, result: ImageResult, choice: FaceChoice, min_score: float) -> None:
+        detections = self.detector.impl.detect(result.image)
+        chosen = select_faces(detections, result.input_size, choice, min_score)
+        result.faces = [FaceResult(detection=detections[i]) for i in chosen]
 
     def _align(self, result: ImageResult) -> None:
         detections = [face.detection for face in result.faces]
@@ -138,19 +174,28 @@ class FacePipeline:
             raise ValueError(f"aligner returned {len(faces)} crops for {len(detections)} faces")
         for i, face in enumerate(result.faces):
             face.lr_face, face.lr_valid, face.matrix = faces[i], valid[i], matrices[i]
+            # The size rule (routing, step 1): faces the model would see at less than they hold
+            # keep the resampled photo.
+            face.input_side = crop_side(face.matrix, size)
+            face.path = SUPER_RESOLVED if face.input_side <= self.paths.max_face_size else TOO_LARGE
 
     def _super_resolve(self, result: ImageResult) -> None:
-        size = self.super_resolver.impl.lr_size
-        faces = (
-            torch.stack([face.lr_face for face in result.faces])
-            if result.faces
-            else result.image.new_zeros(0, 3, size, size)
-        )
-        sr_faces = self.super_resolver.impl.super_resolve(faces)
-        if len(sr_faces) != len(result.faces):
-            raise ValueError(f"super-resolver returned {len(sr_faces)} faces for {len(result.faces)} inputs")
-        for face, sr_face in zip(result.faces, sr_faces, strict=True):
-            face.sr_face = sr_face
+        impl = self.super_resolver.impl
+        # A stage that renders several sizes says so with ``output_sizes`` (routing, step 2);
+        # others are called as before, at their one size.
+        sizes = getattr(impl, "output_sizes", None)
+        groups: dict[int | None, list[FaceResult]] = {}
+        for face in result.faces:
+            if face.path == SUPER_RESOLVED:
+                wanted = render_size(face.input_side * result.scale, sizes) if sizes else None
+                groups.setdefault(wanted, []).append(face)
+        for size, group in groups.items():
+            lr = torch.stack([face.lr_face for face in group])
+            sr_faces = impl.super_resolve(lr) if size is None else impl.super_resolve(lr, size=size)
+            if len(sr_faces) != len(group):
+                raise ValueError(f"super-resolver returned {len(sr_faces)} faces for {len(group)} inputs")
+            for face, sr_face in zip(group, sr_faces, strict=True):
+                face.sr_face = sr_face
 
     def _run(self, stage: Stage, result: ImageResult, step: Callable[[ImageResult], None]) -> None:
         """Run one stage with the observers around it; errors become :class:`StageError`."""

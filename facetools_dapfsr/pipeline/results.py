@@ -37,7 +37,13 @@ class FaceResult:
     matrix: np.ndarray | None = None
     """``[2, 3]`` affine mapping input-photo pixels to ``lr_face`` pixels."""
     sr_face: torch.Tensor | None = None
-    """``[3, hr, hr]`` float super-resolved face."""
+    """``[3, size, size]`` float restored (super-resolved) face, ``None`` when the face was not
+    super-resolved (see :attr:`path`)."""
+    input_side: float | None = None
+    """Side, in input-photo pixels, of the face's aligned crop (what the size rule compares)."""
+    path: str | None = None
+    """What happened to the face: ``super-resolved`` or ``resampled: <why>``
+    (:mod:`facetools_dapfsr.pipeline.routing`)."""
 
     @property
     def box(self) -> np.ndarray:
@@ -57,6 +63,9 @@ class FaceResult:
             "box": [round(float(v), 2) for v in self.box],
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
             "score": round(float(self.score), 4),
+            "input_side": None if self.input_side is None else round(float(self.input_side), 2),
+            "render_size": None if self.sr_face is None else int(self.sr_face.shape[-1]),
+            "path": self.path,
         }
 
 
@@ -69,6 +78,8 @@ class ImageResult:
     image: torch.Tensor
     """``[3, H, W]`` float input photo in ``[0, 1]``."""
     scale: float
+    fidelity: float = 1.0
+    """Weight of the restored faces against the resampled photo (see ``PipelineConfig.fidelity``)."""
     faces: list[FaceResult] = field(default_factory=list)
     composite: torch.Tensor | None = None
     """``[3, H', W']`` uint8 upscaled photo with the faces replaced."""

@@ -18,9 +18,12 @@ T = TypeVar("T")
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else unchanged."""
+    """``auto`` -> ``cuda`` when available, then ``mps``, else ``cpu``; anything else unchanged."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
     return device
 
 

@@ -42,6 +42,10 @@ class Aligner(Protocol):
 
 @runtime_checkable
 class SuperResolver(Protocol):
+    """A stage that can render faces at several sides also sets ``output_sizes`` (a tuple of
+    ints) and accepts ``super_resolve(faces, size=N)``; the pipeline then asks for the smallest
+    size that covers each face in the output (:mod:`facetools_dapfsr.pipeline.routing`)."""
+
     lr_size: int
     hr_size: int
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from facetools_dapfsr.pipeline.config import PipelineConfig
 
+
 def load_model(
     model: str | os.PathLike[str] | Any | None,
     revision: str | None = None,
@@ -41,6 +42,7 @@ class DAPFSRSuperResolver:
         self.device = torch.device(device)
         self.lr_size = int(model.config.lr_size)
         self.hr_size = int(model.config.hr_size)
+        self.output_sizes = tuple(int(size) for size in model.output_sizes)
         self._prepared = False
 
     @classmethod
@@ -48,11 +50,16 @@ class DAPFSRSuperResolver:
         model = load_model(config.model, revision=config.revision, adapter=config.adapter)
         return cls(model, batch_size=config.batch_size, device=config.device)
 
-    def super_resolve(self, faces: torch.Tensor) -> torch.Tensor:
+    def super_resolve(self, faces: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """``[N, 3, lr, lr]`` -> ``[N, 3, size, size]`` (``size`` one of :attr:`output_sizes`,
+        default ``hr_size``)."""
         if faces.ndim != 4 or tuple(faces.shape[1:]) != (3, self.lr_size, self.lr_size):
             raise ValueError(f"expected faces [N, 3, {self.lr_size}, {self.lr_size}], got {tuple(faces.shape)}")
+        size = self.hr_size if size is None else int(size)
+        if size not in self.output_sizes:
+            raise ValueError(f"size must be one of {self.output_sizes}, got {size}")
         if len(faces) == 0:
-            return faces.new_zeros(0, 3, self.hr_size, self.hr_size)
+            return faces.new_zeros(0, 3, size, size)
         if not self._prepared:
             # Moving weights is done on first use, not in the constructor.
             self.model.to(self.device).eval()
@@ -61,7 +68,7 @@ class DAPFSRSuperResolver:
         with torch.inference_mode():
             for start in range(0, len(faces), self.batch_size):
                 chunk = faces[start : start + self.batch_size].to(self.device, torch.float32).clamp(0, 1)
-                outputs.append(self.model.upscale(chunk).float().cpu())
+                outputs.append(self.model.upscale(chunk, size=size).float().cpu())
         return torch.cat(outputs)
 
 

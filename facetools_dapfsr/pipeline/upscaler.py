@@ -1,0 +1,151 @@
+"""``FaceUpscaler``: the whole photo pipeline in one call from Python (as ``GFPGANer.enhance``).
+
+    from facetools_dapfsr import FaceUpscaler
+
+    upscaler = FaceUpscaler.from_pretrained()          # the built-in model, offline
+    result = upscaler.enhance("group.jpg", scale=4)    # path, PIL image, numpy array or tensor
+    result.image.save("group_x4.png")                  # the composite, a PIL image
+    for face in result.faces:                          # box, landmarks, score, lr_face, sr_face, path
+        print(face.box, face.path)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facetools_dapfsr.pipeline.config import PipelineConfig
+from facetools_dapfsr.pipeline.io import GREY_MODES, read_image, to_pil, to_rgb_tensor
+from facetools_dapfsr.pipeline.pipeline import FacePipeline
+from facetools_dapfsr.pipeline.results import FaceResult, ImageResult
+from facetools_dapfsr.pipeline.routing import FaceChoice
+from facetools_dapfsr.pipeline.sharding import resolve_device
+
+ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
+
+
+@dataclass
+class Enhanced:
+    """What :meth:`FaceUpscaler.enhance` returns."""
+
+    image: Image.Image
+    """The upscaled photo with its restored faces (``L`` when the input was grey, else ``RGB``)."""
+    faces: list[FaceResult]
+    """Per processed face: ``box``, ``landmarks``, ``score``, ``lr_face`` (the model's input),
+    ``sr_face`` (the restored face, ``None`` when it was not super-resolved) and ``path``
+    (``super-resolved`` or ``resampled: <why>``)."""
+    result: ImageResult = field(repr=False)
+    """The pipeline's full record (timings, composite as a uint8 tensor)."""
+
+    @property
+    def array(self) -> np.ndarray:
+        """The composite as ``[H, W, 3]`` uint8 RGB."""
+        return self.result.composite.permute(1, 2, 0).numpy()
+
+
+def as_photo(image: ImageInput, channel_order: str = "rgb") -> tuple[torch.Tensor, bool]:
+    """Any supported input -> (``[3, H, W]`` float in ``[0, 1]``, whether it is grey).
+
+    Paths and PIL images go through the same reader as ``dapfsr upscale`` (EXIF orientation,
+    16-bit, transparency). Arrays are ``[H, W]`` or ``[H, W, 3]``, uint8 (0-255) or float
+    (0-1), in ``channel_order`` (``"rgb"``, or ``"bgr"`` for OpenCV). Tensors are ``[3, H, W]``
+    or ``[H, W]``, uint8 or float in ``[0, 1]``.
+    """
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    if isinstance(image, (str, os.PathLike)):
+        loaded = read_image(Path(image))
+        return loaded.image, loaded.is_grey
+    if isinstance(image, Image.Image):
+        return to_rgb_tensor(image), image.mode in GREY_MODES
+    if isinstance(image, np.ndarray):
+        if image.ndim == 3 and image.shape[2] == 3:
+            pixels = image[..., ::-1] if channel_order == "bgr" else image
+            tensor = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)  # a writable copy
+        elif image.ndim == 2:
+            tensor = torch.from_numpy(np.array(image)).unsqueeze(0)
+        else:
+            raise ValueError(f"expected an array [H, W] or [H, W, 3], got shape {image.shape}")
+    elif isinstance(image, torch.Tensor):
+        if image.ndim == 2:
+            tensor = image.unsqueeze(0)
+        elif image.ndim == 3 and image.shape[0] == 3:
+            tensor = image.flip(0) if channel_order == "bgr" else image
+        else:
+            raise ValueError(f"expected a tensor [3, H, W] or [H, W], got shape {tuple(image.shape)}")
+    else:
+        raise TypeError(f"expected a path, PIL image, numpy array or tensor, got {type(image).__name__}")
+    grey = tensor.shape[0] == 1
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.float() / 255
+    elif tensor.is_floating_point():
+        low, high = float(tensor.min()), float(tensor.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"expected float pixels in [0, 1], got [{low:.3g}, {high:.3g}]; pass uint8 for 0-255")
+        tensor = tensor.float()
+    else:
+        raise ValueError(f"expected uint8 or float pixels, got {tensor.dtype}")
+    if tensor.shape[-2] == 0 or tensor.shape[-1] == 0:
+        raise ValueError(f"the image is empty: {tuple(tensor.shape)}")
+    return tensor.expand(3, -1, -1).contiguous(), grey
+
+
+class FaceUpscaler:
+    """Detect, super-resolve and paste faces into an upscaled photo, one call per photo."""
+
+    def __init__(self, pipeline: FacePipeline) -> None:
+        self.pipeline = pipeline
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike[str] | Any | None = None,
+        adapter: str | os.PathLike[str] | None = None,
+        device: str = "auto",
+        **options: Any,
+    ) -> FaceUpscaler:
+        """Build the pipeline around a model.
+
+        Args:
+            model: local folder or Hub id for ``DAPFSR.from_pretrained``, a ``DAPFSR`` instance,
+                or ``None`` for the built-in model.
+            adapter: a domain adapter to load into it (folder or Hub id).
+            device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N``.
+            options: any other :class:`~facetools_dapfsr.pipeline.config.PipelineConfig` field
+                (``revision``, ``min_face_size``, ``batch_size``, ``paths``, ``paste``, ...).
+        """
+        config = PipelineConfig(model=model, adapter=adapter, device=resolve_device(device), **options)
+        return cls(FacePipeline.from_config(config))
+
+    def enhance(
+        self,
+        image: ImageInput,
+        scale: float = 4.0,
+        faces: FaceChoice = "all",
+        min_score: float = 0.0,
+        fidelity: float = 1.0,
+        channel_order: str = "rgb",
+    ) -> Enhanced:
+        """Upscale one photo by ``scale`` and restore its faces.
+
+        Args:
+            image: a path, PIL image, numpy array or tensor (see :func:`as_photo`).
+            scale: upscaling factor of the whole photo.
+            faces: ``"all"``, ``"largest"``, ``"center"`` or indices into the detected faces.
+            min_score: detections scoring below it are left alone (the detector itself already
+                drops those below ``MTCNNOptions.min_score``, 0.9).
+            fidelity: weight of the restored faces against the resampled photo, in ``[0, 1]``.
+            channel_order: ``"rgb"`` or ``"bgr"`` for arrays and tensors.
+        Returns:
+            :class:`Enhanced`: the composite (``.image``) and the faces (``.faces``).
+        """
+        photo, grey = as_photo(image, channel_order)
+        source = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
+        result = self.pipeline(photo, source, scale=scale, faces=faces, min_score=min_score, fidelity=fidelity)
+        return Enhanced(image=to_pil(result.composite, grey=grey), faces=result.faces, result=result)
