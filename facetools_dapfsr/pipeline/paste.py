@@ -59,7 +59,7 @@ class FacePaster:
 
     Per face, in the output's pixels: the restored face is made consistent with the photo
     (``PasteOptions.consistency``), pasted only if it is sharper than the resampled photo under
-    it (``replace="sharper"``, :mod:`facetools_dapfsr.pipeline.routing` step 3), and blended with
+    it (``replace="sharper"``, :mod:`facetools_dapfsr.pipeline.routing` step 4), and blended with
     weight ``result.fidelity`` times the feathered mask.
     """
 
