@@ -29,6 +29,7 @@ from facetools_dapfsr.metrics.image import psnr
 from facetools_dapfsr.metrics.lpips import LPIPS
 from facetools_dapfsr.pipeline import PasteOptions, PathOptions
 from facetools_dapfsr.pipeline.resample import resample_image
+from facetools_dapfsr.pipeline.upscaler import as_photo
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
 CASES = (("t1.jpg", 8, 8), ("t1.jpg", 4, 4), ("breakingbad.jpg", 4, 2))
@@ -38,7 +39,7 @@ def shrink(path: Path, factor: float) -> torch.Tensor:
     image = Image.open(path).convert("RGB")
     if factor != 1:
         image = image.resize((round(image.width / factor), round(image.height / factor)), Image.LANCZOS)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
+    return as_photo(image)[0]
 
 
 def face_crops(faces, scale: float, image: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ def upscaler(builtin) -> FaceUpscaler:
 def photo(data_dir: Path, name: str, factor: int) -> torch.Tensor:
     image = Image.open(data_dir / "photos" / name).convert("RGB")
     small = image.resize((round(image.width / factor), round(image.height / factor)), Image.LANCZOS)
-    return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
+    return as_photo(small)[0]
 
 
 def face_region_psnr(result, truth: torch.Tensor, composite: torch.Tensor) -> list[float]:

@@ -129,11 +129,7 @@ def run(args: argparse.Namespace) -> int:
     import pluggy
     from tqdm import tqdm
 
-    from facetools_dapfsr.pipeline.batch import (
-        build_report,
-        process_job,
-        write_json_atomic,
-    )
+    from facetools_dapfsr.pipeline.batch import build_report, process_job, write_json_atomic
     from facetools_dapfsr.pipeline.inputs import collect_inputs, plan_jobs
     from facetools_dapfsr.pipeline.manager import PluginError
     from facetools_dapfsr.pipeline.pipeline import FacePipeline

@@ -10,12 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from facetools_dapfsr.config import (
-    DAPFSRConfig,
-    DecoderConfig,
-    MobileStyleGANConfig,
-    StyleGAN2Config,
-)
+from facetools_dapfsr.config import DAPFSRConfig, DecoderConfig, MobileStyleGANConfig, StyleGAN2Config
 from facetools_dapfsr.hub.cards import ModelCardInfo
 from facetools_dapfsr.models.decoder import Decoder
 from facetools_dapfsr.models.encoder import DAPFSREncoder
@@ -113,8 +108,7 @@ class DAPFSR(nn.Module):
             ValueError: wrong type, dtype, shape or value range, or a size the decoder does not offer.
         """
         self._check_image(lr, self.config.lr_size, "lr")
-        if size is not None and size not in self.output_sizes:
-            raise ValueError(f"size must be one of {self.output_sizes}, got {size!r}")
+        self.decoder.check_size(size)  # before the encoder runs
         low, high = float(lr.min()), float(lr.max())
         if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
             raise ValueError(

@@ -49,10 +49,17 @@ class Decoder(nn.Module, abc.ABC):
         offers just that."""
         return (self.resolution,)
 
+    def check_size(self, size: int | None) -> int:
+        """``size`` (default: the resolution) if :meth:`render` offers it, else a ValueError."""
+        if size is None:
+            return self.resolution
+        if size not in self.output_sizes:
+            raise ValueError(f"size must be one of {self.output_sizes}, got {size!r}")
+        return int(size)
+
     def render(self, ws: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """The HR face crop at ``size`` px (one of :attr:`output_sizes`; default the resolution)."""
-        if size is not None and size not in self.output_sizes:
-            raise ValueError(f"size must be one of {self.output_sizes}, got {size}")
+        self.check_size(size)
         return self.synthesis(ws)
 
     def modulation_parameters(self) -> list[tuple[str, nn.Parameter]]:

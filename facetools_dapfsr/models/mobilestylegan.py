@@ -497,7 +497,7 @@ class MobileStyleGANDecoder(Decoder):
         ``config.render_size`` (the exit the encoder was trained through: codes from a 256 px
         exit rendered at a larger exit are sharper but other faces, see
         ``benchmarks/render_size.py``)."""
-        side = self.resolution if size is None else int(size)
+        side = self.check_size(size)
         render_size = self.render_size
         # Only the part of the frame the crop reads is rendered (about a third of the cost);
         # pasted into an empty frame, it gives the same crop as the full frame would.

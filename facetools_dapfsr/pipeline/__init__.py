@@ -6,18 +6,9 @@ Public API:
 - :func:`make_plugin_manager` loads installed plugins and the built-in stages.
 """
 
-from facetools_dapfsr.pipeline.config import (
-    MTCNNOptions,
-    PasteOptions,
-    PathOptions,
-    PipelineConfig,
-)
+from facetools_dapfsr.pipeline.config import MTCNNOptions, PasteOptions, PathOptions, PipelineConfig
 from facetools_dapfsr.pipeline.hookspecs import hookimpl, hookspec
-from facetools_dapfsr.pipeline.manager import (
-    PluginError,
-    StageRegistry,
-    make_plugin_manager,
-)
+from facetools_dapfsr.pipeline.manager import PluginError, StageRegistry, make_plugin_manager
 from facetools_dapfsr.pipeline.pipeline import FacePipeline, Stage, StageError
 from facetools_dapfsr.pipeline.results import Detection, FaceResult, ImageResult
 

@@ -62,8 +62,7 @@ class PathOptions:
     def __post_init__(self) -> None:
         if self.max_face_size <= 0:
             raise ValueError(f"max_face_size must be positive, got {self.max_face_size}")
-        if self.replace not in REPLACE_MODES:
-            raise ValueError(f"replace must be one of {', '.join(REPLACE_MODES)}, got {self.replace!r}")
+        check_replace(self.replace)
 
 
 @dataclass
@@ -101,13 +100,26 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         self.post_processors = tuple(self.post_processors)
-        if self.scale <= 0:
-            raise ValueError(f"scale must be positive, got {self.scale}")
+        check_scale(self.scale)
         if self.min_face_size <= 0:
             raise ValueError(f"min_face_size must be positive, got {self.min_face_size}")
         check_fidelity(self.fidelity)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+def check_scale(scale: float) -> float:
+    """``scale`` as a positive float, or a ValueError."""
+    if scale <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    return float(scale)
+
+
+def check_replace(replace: str) -> str:
+    """``replace`` if it is one of :data:`REPLACE_MODES`, else a ValueError."""
+    if replace not in REPLACE_MODES:
+        raise ValueError(f"replace must be one of {', '.join(REPLACE_MODES)}, got {replace!r}")
+    return replace
 
 
 def check_fidelity(fidelity: float) -> float:

@@ -10,11 +10,7 @@ import pluggy
 
 from facetools_dapfsr.pipeline import hookspecs
 from facetools_dapfsr.pipeline.config import PipelineConfig
-from facetools_dapfsr.pipeline.hookspecs import (
-    ENTRY_POINT_GROUP,
-    PROJECT_NAME,
-    StageFactory,
-)
+from facetools_dapfsr.pipeline.hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME, StageFactory
 from facetools_dapfsr.pipeline.stages import STAGE_KINDS, STAGE_PROTOCOLS
 
 DISABLE_AUTOLOAD_ENV = "FACETOOLS_DISABLE_PLUGIN_AUTOLOAD"

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from facetools_dapfsr.data.alignment import invert_affine, warp_affine
 from facetools_dapfsr.pipeline.align import crop_footprint
-from facetools_dapfsr.pipeline.config import REPLACE_MODES, PasteOptions, PipelineConfig
+from facetools_dapfsr.pipeline.config import PasteOptions, PipelineConfig, check_replace
 from facetools_dapfsr.pipeline.resample import input_to_output, to_uint8
 from facetools_dapfsr.pipeline.results import FaceResult, ImageResult
 from facetools_dapfsr.pipeline.routing import NOT_SHARPER, sharpness
@@ -65,9 +65,7 @@ class FacePaster:
 
     def __init__(self, options: PasteOptions | None = None, replace: str = "sharper") -> None:
         self.options = options or PasteOptions()
-        if replace not in REPLACE_MODES:
-            raise ValueError(f"replace must be one of {', '.join(REPLACE_MODES)}, got {replace!r}")
-        self.replace = replace
+        self.replace = check_replace(replace)
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> FacePaster:

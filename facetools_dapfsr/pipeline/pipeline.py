@@ -10,7 +10,7 @@ from typing import Any
 import pluggy
 import torch
 
-from facetools_dapfsr.pipeline.config import PathOptions, PipelineConfig, check_fidelity
+from facetools_dapfsr.pipeline.config import PathOptions, PipelineConfig, check_fidelity, check_scale
 from facetools_dapfsr.pipeline.manager import StageRegistry, make_plugin_manager
 from facetools_dapfsr.pipeline.resample import output_size, resample_image
 from facetools_dapfsr.pipeline.results import FaceResult, ImageResult
@@ -82,13 +82,11 @@ class FacePipeline:
             hook: a plugin manager's ``hook`` relay; its ``before_stage``, ``after_stage`` and
                 ``on_stage_error`` observers are called around every stage. ``None``: no observers.
         """
-        if scale <= 0:
-            raise ValueError(f"scale must be positive, got {scale}")
         self.detector = _as_stage(DETECT, detector)
         self.aligner = _as_stage(ALIGN, aligner)
         self.super_resolver = _as_stage(SUPER_RESOLVE, super_resolver)
         self.post_processors = [_as_stage(POST, stage) for stage in post_processors]
-        self.scale = float(scale)
+        self.scale = check_scale(scale)
         self.paths = paths or PathOptions()
         self.fidelity = check_fidelity(fidelity)
         self.hook = hook
@@ -145,9 +143,7 @@ class FacePipeline:
         """
         if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ValueError(f"expected a float image [3, H, W] in [0, 1], got {tuple(image.shape)} {image.dtype}")
-        scale = self.scale if scale is None else float(scale)
-        if scale <= 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+        scale = self.scale if scale is None else check_scale(scale)
         fidelity = self.fidelity if fidelity is None else check_fidelity(fidelity)
         result = ImageResult(source=source, image=image, scale=scale, fidelity=fidelity)
         self._run(self.detector, result, lambda item: self._detect(item, faces, min_score))

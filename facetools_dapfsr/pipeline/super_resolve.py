@@ -55,9 +55,7 @@ class DAPFSRSuperResolver:
         default ``hr_size``)."""
         if faces.ndim != 4 or tuple(faces.shape[1:]) != (3, self.lr_size, self.lr_size):
             raise ValueError(f"expected faces [N, 3, {self.lr_size}, {self.lr_size}], got {tuple(faces.shape)}")
-        size = self.hr_size if size is None else int(size)
-        if size not in self.output_sizes:
-            raise ValueError(f"size must be one of {self.output_sizes}, got {size}")
+        size = self.model.decoder.check_size(size)
         if len(faces) == 0:
             return faces.new_zeros(0, 3, size, size)
         if not self._prepared:

@@ -52,8 +52,8 @@ class Enhanced:
 def as_photo(image: ImageInput, channel_order: str = "rgb") -> tuple[torch.Tensor, bool]:
     """Any supported input -> (``[3, H, W]`` float in ``[0, 1]``, whether it is grey).
 
-    Paths and PIL images go through the same reader as ``dapfsr upscale`` (EXIF orientation,
-    16-bit, transparency). Arrays are ``[H, W]`` or ``[H, W, 3]``, uint8 (0-255) or float
+    Paths go through the reader of ``dapfsr upscale`` (EXIF orientation, 16-bit, transparency);
+    PIL images through its pixel conversion (16-bit, transparency), as they are. Arrays are ``[H, W]`` or ``[H, W, 3]``, uint8 (0-255) or float
     (0-1), in ``channel_order`` (``"rgb"``, or ``"bgr"`` for OpenCV). Tensors are ``[3, H, W]``
     or ``[H, W]``, uint8 or float in ``[0, 1]``.
     """
