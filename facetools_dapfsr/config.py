@@ -82,6 +82,43 @@ class MobileStyleGANConfig:
     """Name of the weights-cache entry that holds the prior."""
 
 
+@dataclass
+class ConsistencyConfig:
+    """How :meth:`~facetools_dapfsr.DAPFSR.upscale` makes its output agree with the LR input."""
+
+    enabled: bool = True
+    """False: the decoder's raw output (the paper's method)."""
+    weight: float = 1.0
+    """Share of the LR residual put back per projection step (1: the output's LR equals the input)."""
+    projection_steps: int = 1
+    """Back-projection steps (one gets the whole gain on CelebA; more only sharpen the residual's ringing)."""
+    registration_steps: int = 80
+    """Adam steps of the registration per starting angle."""
+    registration_start_degrees: tuple[float, ...] = (-7.0, 0.0, 7.0)
+    """Starting rotations: the protocol's misalignment reaches 10 degrees, beyond the reach of
+    one descent from 0."""
+    registration_learning_rate: float = 0.01
+    registration_side: int = 64
+    """The output is registered at this side (downsampled first): the LR decides the match, so
+    the full-size face would only cost time."""
+
+    def __post_init__(self) -> None:
+        self.registration_start_degrees = tuple(float(a) for a in self.registration_start_degrees)
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"consistency weight must be in [0, 1], got {self.weight}")
+        if self.projection_steps < 1 or self.registration_steps < 0:
+            raise ValueError("consistency needs projection_steps >= 1 and registration_steps >= 0")
+        if not self.registration_start_degrees:
+            raise ValueError("registration_start_degrees needs at least one angle")
+        if self.registration_side < 8:
+            raise ValueError(f"registration_side must be at least 8, got {self.registration_side}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["registration_start_degrees"] = list(self.registration_start_degrees)
+        return data
+
+
 DECODER_CONFIGS: dict[str, type] = {cls.type: cls for cls in (StyleGAN2Config, MobileStyleGANConfig)}
 DecoderConfig = StyleGAN2Config | MobileStyleGANConfig
 
@@ -94,6 +131,10 @@ class DAPFSRConfig:
     """Side of the LR input face."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=StyleGAN2Config)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    """Inference only: how :meth:`~facetools_dapfsr.DAPFSR.upscale` makes its output agree with
+    the LR input (:mod:`facetools_dapfsr.models.consistency`). A config saved before it existed
+    gets the default (on)."""
 
     PRESETS: ClassVar[tuple[str, ...]] = ("tiny", "paper", "prior")
 
@@ -164,6 +205,7 @@ class DAPFSRConfig:
             "lr_size": self.lr_size,
             "encoder": encoder,
             "decoder": decoder,
+            "consistency": self.consistency.to_dict(),
         }
 
     @classmethod
@@ -180,7 +222,10 @@ class DAPFSRConfig:
         if decoder_type not in DECODER_CONFIGS:
             raise ValueError(f"unknown decoder type {decoder_type!r}; known: {', '.join(DECODER_CONFIGS)}")
         decoder = build_dataclass(DECODER_CONFIGS[decoder_type], decoder_data, "decoder")
-        return build_dataclass(cls, {**data, "encoder": encoder, "decoder": decoder}, "config")
+        consistency = build_dataclass(ConsistencyConfig, data.pop("consistency", {}), "consistency")
+        return build_dataclass(
+            cls, {**data, "encoder": encoder, "decoder": decoder, "consistency": consistency}, "config"
+        )
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -207,8 +252,9 @@ def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
         if expected is None:
             continue  # nested configs are built (and checked) by their own build_dataclass
         ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
-        if hints[name] == tuple[int, ...]:
-            ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if hints[name] in (tuple[int, ...], tuple[float, ...]):
+            items = (int,) if hints[name] == tuple[int, ...] else (int, float)
+            ok = isinstance(value, (list, tuple)) and all(isinstance(v, items) and not isinstance(v, bool) for v in value)
         if not ok:
             raise ValueError(f"{where} field {name!r} must be {_TYPE_NAMES[hints[name]]}, got {value!r}")
     return cls(**data)
@@ -220,5 +266,13 @@ _JSON_TYPES: dict[Any, tuple[type, ...]] = {
     str: (str,),
     bool: (bool,),
     tuple[int, ...]: (list, tuple),
+    tuple[float, ...]: (list, tuple),
 }
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", tuple[int, ...]: "a list of integers"}
+_TYPE_NAMES = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    tuple[int, ...]: "a list of integers",
+    tuple[float, ...]: "a list of numbers",
+}

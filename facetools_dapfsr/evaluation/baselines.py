@@ -9,7 +9,11 @@ starts from the untouched source model.
 Every method uses the same decoder and the same data:
 
 - ``bicubic``: bicubic upsampling of the LR input.
-- ``source-only``: DAP-FSR as trained on the source domain (no adaptation).
+- ``source-only``: DAP-FSR as trained on the source domain (no adaptation), its output made
+  consistent with the LR input (``model.config.consistency``, :mod:`facetools_dapfsr.models.consistency`).
+  The model-based methods below get the same step, so they differ only in the model.
+- ``source-only-raw``: the same model's raw decoder output (the paper's method; the ablation of
+  the consistency step).
 - ``pulse``: PULSE-style latent optimisation: W+ codes ``w = mu + sigma * v`` (``v`` starts at 0,
   the mean face) are optimised with Adam so that the rendered face, downsampled to the LR size,
   matches the LR input (MSE), with a Gaussian prior ``mean(v^2)`` on the normalised code keeping
@@ -31,6 +35,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -41,6 +46,7 @@ from torch.func import functional_call
 
 from facetools_dapfsr.data.degradation import DegradationConfig, degrade
 from facetools_dapfsr.losses import VGGFeatures, perceptual_loss
+from facetools_dapfsr.models.consistency import enforce_consistency
 
 if TYPE_CHECKING:
     from facetools_dapfsr.adaptation.damma import DAMMAConfig
@@ -111,6 +117,16 @@ class SourceOnly(Method):
     @contextlib.contextmanager
     def adapted(self, model: DAPFSR, exemplar: Exemplar | None) -> Iterator[Restorer]:
         yield model.upscale
+
+
+class SourceOnlyRaw(Method):
+    name = "source-only-raw"
+    label = "DAP-FSR (source only, raw decoder output)"
+    uses_exemplar = False
+
+    @contextlib.contextmanager
+    def adapted(self, model: DAPFSR, exemplar: Exemplar | None) -> Iterator[Restorer]:
+        yield functools.partial(model.upscale, consistency=False)
 
 
 @dataclass
@@ -200,7 +216,8 @@ class DirectFineTune(Method):
 
         def restore(lr: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return functional_call(model.decoder, params, (model.encode(lr),)).clamp(0, 1)
+                output = functional_call(model.decoder, params, (model.encode(lr),)).clamp(0, 1)
+            return enforce_consistency(output, lr, model.config.consistency)
 
         yield restore
 
@@ -290,7 +307,8 @@ class AdaINAugment(Method):
 
         def restore(lr: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return functional_call(model.decoder, adapted, (model.encode(lr),)).clamp(0, 1)
+                output = functional_call(model.decoder, adapted, (model.encode(lr),)).clamp(0, 1)
+            return enforce_consistency(output, lr, model.config.consistency)
 
         yield restore
 
@@ -352,7 +370,9 @@ class DAMMA(Method):
             model.delete_adapter(EVALUATION_ADAPTER)
 
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Bicubic, SourceOnly, PULSE, DirectFineTune, AdaINAugment, DAMMA)}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (Bicubic, SourceOnly, SourceOnlyRaw, PULSE, DirectFineTune, AdaINAugment, DAMMA)
+}
 DEFAULT_METHODS: tuple[str, ...] = ("bicubic", "source-only", "damma")
 
 

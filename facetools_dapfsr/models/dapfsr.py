@@ -10,8 +10,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from facetools_dapfsr.config import DAPFSRConfig, DecoderConfig, MobileStyleGANConfig, StyleGAN2Config
+from facetools_dapfsr.config import (
+    ConsistencyConfig,
+    DAPFSRConfig,
+    DecoderConfig,
+    MobileStyleGANConfig,
+    StyleGAN2Config,
+)
 from facetools_dapfsr.hub.cards import ModelCardInfo
+from facetools_dapfsr.models.consistency import enforce_consistency
 from facetools_dapfsr.models.decoder import Decoder
 from facetools_dapfsr.models.encoder import DAPFSREncoder
 
@@ -96,12 +103,17 @@ class DAPFSR(nn.Module):
         and 1024 (the same template crop read from the prior's frame at more pixels)."""
         return self.decoder.output_sizes
 
-    def upscale(self, lr: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    def upscale(
+        self, lr: torch.Tensor, size: int | None = None, consistency: ConsistencyConfig | bool | None = None
+    ) -> torch.Tensor:
         """Super-resolve aligned-ish LR faces.
 
         Args:
             lr: float tensor ``[B, 3, lr_size, lr_size]`` with values in ``[0, 1]``.
             size: side of the rendered face, one of :attr:`output_sizes` (default ``hr_size``).
+            consistency: how the output is made to agree with ``lr``
+                (:mod:`facetools_dapfsr.models.consistency`); ``None``: ``config.consistency``,
+                ``False``: the decoder's raw output, ``True``: the default settings.
         Returns:
             ``[B, 3, size, size]`` in ``[0, 1]``.
         Raises:
@@ -115,8 +127,14 @@ class DAPFSR(nn.Module):
                 f"expected lr values in [0, 1], got [{low:.3g}, {high:.3g}]; "
                 "convert uint8 images with .float() / 255"
             )
+        if consistency is None:
+            consistency = self.config.consistency
+        elif isinstance(consistency, bool):
+            consistency = ConsistencyConfig(enabled=consistency)
+        lr = lr.clamp(0, 1)
         with torch.no_grad():
-            return self.decoder.render(self.encode(lr.clamp(0, 1)), size).clamp(0, 1)
+            output = self.decoder.render(self.encode(lr), size).clamp(0, 1)
+        return enforce_consistency(output, lr, consistency)
 
     @staticmethod
     def _check_image(image: torch.Tensor, size: int, name: str) -> None:
