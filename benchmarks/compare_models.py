@@ -36,6 +36,9 @@ def main() -> int:
     parser.add_argument("--faces", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="protocol seed (the LR of each face)")
     parser.add_argument("--degradation", default="paper", help="paper, realistic or a JSON file")
+    parser.add_argument(
+        "--raw", action="store_true", help="also show each model's raw decoder output (LR consistency off), before its own"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -49,14 +52,18 @@ def main() -> int:
     hr, _valid, lr = store.batch(indices)
     size = first.config.hr_size
     columns = [F.interpolate(lr, size=(size, size), mode="nearest"), F.interpolate(lr, size=(size, size), mode="bicubic").clamp(0, 1)]
-    for _name, model in models:
-        with torch.no_grad():
-            columns.append(model.upscale(lr))
+    names = []
+    for name, model in models:
+        if args.raw:
+            columns.append(model.upscale(lr, consistency=False))
+            names.append(f"{name} (raw)")
+        columns.append(model.upscale(lr))
+        names.append(name)
     columns.append(hr)
     grid = torch.stack(columns, 1).flatten(0, 1)  # row = face, columns = methods
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, args.out, nrow=len(columns), padding=2, pad_value=1.0)
-    legend = " | ".join(["LR (nearest)", "bicubic", *(name for name, _ in models), "HR"])
+    legend = " | ".join(["LR (nearest)", "bicubic", *names, "HR"])
     print(f"{args.out}: columns {legend}; faces {indices} of {args.target}")
     return 0
 

@@ -10,6 +10,11 @@ card carries the figures (both runs write byte-identical weights):
     dapfsr evaluate --target ../shared/data/celeba/test --methods bicubic,source-only \\
         --splits 1 --draws 1 --out runs/eval_celeba
     python recipes/release_default_model.py --run runs/default_model --evaluation runs/eval_celeba/results.json
+
+Without ``--run`` the shipped weights and training facts are kept and only the card's figures
+are replaced by the given reports (after a change at inference, such as the LR consistency step):
+
+    python recipes/release_default_model.py --evaluation runs/eval_celeba/results.json [...]
 """
 
 from __future__ import annotations
@@ -56,7 +61,9 @@ def evaluation_rows(results_path: Path) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="output folder of the train_encoder.py run")
+    parser.add_argument(
+        "--run", type=Path, help="output folder of the train_encoder.py run (default: keep the shipped weights)"
+    )
     parser.add_argument("--out", type=Path, default=default_model_path(), help="where to write (default: the package's)")
     parser.add_argument(
         "--evaluation",
@@ -82,16 +89,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", metavar="TEXT", help="a sentence appended to the card's training procedure")
     args = parser.parse_args(argv)
 
-    options = json.loads((args.run / "training_args.json").read_text())
-    summary = json.loads((args.run / "summary_rank0.json").read_text())
-    model = DAPFSR.from_pretrained(args.run / "model")
-    model.card_info = encoder_card_info(
-        options, EncoderTrainingArguments().to_dict(), summary.get("data"), summary["samples_seen"]
-    )
-    if options.get("init_from"):
-        if not args.start or not args.start_card:
-            parser.error("the run continued another model (--init-from): give --start and --start-card")
-        model.card_info = chained_card_info(ModelCardInfo.from_json_file(args.start_card), model.card_info, args.start)
+    if args.run is None:
+        if not args.evaluation:
+            parser.error("without --run there is nothing to change: give the --evaluation reports")
+        model = DAPFSR.default()
+        model.card_info.metrics = []
+    else:
+        options = json.loads((args.run / "training_args.json").read_text())
+        summary = json.loads((args.run / "summary_rank0.json").read_text())
+        model = DAPFSR.from_pretrained(args.run / "model")
+        model.card_info = encoder_card_info(
+            options, EncoderTrainingArguments().to_dict(), summary.get("data"), summary["samples_seen"]
+        )
+        if options.get("init_from"):
+            if not args.start or not args.start_card:
+                parser.error("the run continued another model (--init-from): give --start and --start-card")
+            start = ModelCardInfo.from_json_file(args.start_card)
+            model.card_info = chained_card_info(start, model.card_info, args.start)
     if args.note:
         model.card_info.training_procedure += f" {args.note}"
     for path in args.evaluation:

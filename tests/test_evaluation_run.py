@@ -34,6 +34,7 @@ from facetools_dapfsr.evaluation.baselines import (
     FineTuneConfig,
     PULSEConfig,
     SourceOnly,
+    SourceOnlyRaw,
     pulse_restore,
 )
 from facetools_dapfsr.evaluation.report import grid_image, markdown_table
@@ -79,7 +80,7 @@ def _lr(seed: int = 0, batch: int = 3) -> torch.Tensor:
 
 
 def test_methods_are_selectable_by_name() -> None:
-    assert set(METHODS) == {"bicubic", "source-only", "pulse", "finetune", "adain", "damma"}
+    assert set(METHODS) == {"bicubic", "source-only", "source-only-raw", "pulse", "finetune", "adain", "damma"}
     assert [m.name for m in build_methods(["damma", "bicubic"])] == ["damma", "bicubic"]
     with pytest.raises(ValueError, match="unknown method"):
         build_methods(["bicubic", "esrgan"])
@@ -95,6 +96,8 @@ def test_bicubic_and_source_only(model: DAPFSR) -> None:
     assert torch.allclose(out.mean(dim=(1, 2, 3)), lr.mean(dim=(1, 2, 3)), atol=0.02)
     with SourceOnly().adapted(model, None) as restore:
         assert torch.equal(restore(lr), model.upscale(lr))
+    with SourceOnlyRaw().adapted(model, None) as restore:
+        assert torch.equal(restore(lr), model.upscale(lr, consistency=False))
 
 
 def test_pulse_fits_the_lr_and_leaves_the_model_alone(model: DAPFSR) -> None:

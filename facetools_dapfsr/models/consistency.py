@@ -3,7 +3,8 @@
 The encoder maps the LR face to a code of the prior, and the prior draws a plausible face; but on
 the paper's protocol the built-in model's output, downsampled again, does not reproduce its
 input: the pose, the gaze and the tone drift towards an average face, and that drift is most of
-what keeps its PSNR and identity low (``benchmarks/consistency.py``). This step puts the input
+what keeps its PSNR and identity low (``benchmarks/consistency.py`` measures this step's
+settings; ``dapfsr evaluate --methods source-only,source-only-raw`` the step at scale). This step puts the input
 back, as iterative back-projection does (Irani and Peleg, 1991), in two parts:
 
 1. **Register.** The LR face is unaligned (the protocol rotates, scales and shifts the face before
@@ -64,7 +65,10 @@ def register(output: torch.Tensor, lr: torch.Tensor, config: ConsistencyConfig) 
         return (_normalised_luma(warped) - target).pow(2).mean(dim=(1, 2, 3))
 
     best_params = best_loss = None
-    with torch.enable_grad():
+    # The pipeline runs under inference_mode and may run under autocast: the registration is a
+    # small float32 optimisation of its own, so it leaves both (inference tensors are cloned in).
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(output.device.type, enabled=False):
+        small, target = small.clone(), target.clone()
         for degrees in config.registration_start_degrees:
             params = torch.zeros(len(output), 4, device=output.device)
             params[:, 0] = math.radians(degrees)
@@ -106,5 +110,6 @@ def enforce_consistency(output: torch.Tensor, lr: torch.Tensor, config: Consiste
     """Register ``output`` on ``lr`` and back-project; ``output`` unchanged if disabled."""
     if not config.enabled:
         return output
-    with torch.no_grad():
-        return project(output, lr, register(output, lr, config), config)
+    theta = register(output, lr, config)
+    with torch.no_grad(), torch.autocast(output.device.type, enabled=False):
+        return project(output, lr, theta, config)
