@@ -7,7 +7,8 @@ registration would give):
 
     python benchmarks/consistency.py --faces 64 --out benchmarks/records/consistency.json
 
-Prints a markdown table (PSNR / SSIM / LPIPS / seconds per face) and writes it as JSON.
+Prints a markdown table (PSNR / SSIM / LPIPS / face quality / seconds per face) and writes it
+as JSON.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from facetools_dapfsr.data.degradation import random_affine
 from facetools_dapfsr.evaluation.protocol import Domain, FaceStore, ProtocolConfig
 from facetools_dapfsr.evaluation.runner import machine_description
 from facetools_dapfsr.fileio import atomic_write_text
-from facetools_dapfsr.metrics import LPIPS
+from facetools_dapfsr.metrics import LPIPS, FaceQuality
 from facetools_dapfsr.metrics.image import psnr, ssim
 from facetools_dapfsr.models.consistency import project, register
 
@@ -36,6 +37,7 @@ VARIANTS: dict[str, ConsistencyConfig] = {
     "3 projection steps": ConsistencyConfig(projection_steps=3),
     "weight 0.5": ConsistencyConfig(weight=0.5),
     "weight 0.8": ConsistencyConfig(weight=0.8),
+    "weight 0.6": ConsistencyConfig(weight=0.6),
     "one start angle (0)": ConsistencyConfig(registration_start_degrees=(0.0,)),
     "no registration": ConsistencyConfig(registration_steps=0, registration_start_degrees=(0.0,)),
 }
@@ -56,6 +58,7 @@ def main() -> None:
     grey = domain.is_grey()
     model = DAPFSR.default().eval()
     lpips = LPIPS.from_weights_cache(progress=False)
+    face_quality = FaceQuality.from_weights_cache(progress=False)
     # The protocol's own misalignment of each face (make_lr seeds it by the face's index).
     truth = torch.cat(
         [
@@ -67,13 +70,15 @@ def main() -> None:
     def score(output: torch.Tensor) -> dict[str, float]:
         with torch.no_grad():
             lp = torch.cat([lpips(output[i : i + 16], hr[i : i + 16]) for i in range(0, len(output), 16)])
+            quality = torch.cat([face_quality(output[i : i + 16]) for i in range(0, len(output), 16)])
         return {
             "psnr": psnr(output, hr, cap=48.0, mask=valid, grey=grey).mean().item(),
             "ssim": ssim(output, hr, mask=valid, grey=grey).mean().item(),
             "lpips": lp.mean().item(),
+            "face_quality": quality.mean().item(),
         }
 
-    rows: list[dict] = []
+    rows: list[dict] = [{"variant": "HR (the real faces)", **score(hr), "seconds_per_face": None}]
     bicubic = F.interpolate(lr, size=(128, 128), mode="bicubic", align_corners=False).clamp(0, 1)
     rows.append({"variant": "bicubic", **score(bicubic), "seconds_per_face": None})
     start = time.perf_counter()
@@ -89,11 +94,14 @@ def main() -> None:
     rows.append({"variant": "oracle registration (true misalignment)", **score(oracle), "seconds_per_face": None})
 
     print(f"\n{len(indices)} faces of {args.data}, the paper's protocol (seed 0)\n")
-    print("| variant | PSNR (dB) | SSIM | LPIPS | s/face (raw: the model; others: the step alone) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| variant | PSNR (dB) | SSIM | LPIPS | face quality | s/face (raw: the model; others: the step alone) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
         seconds = "" if row["seconds_per_face"] is None else f"{row['seconds_per_face']:.3f}"
-        print(f"| {row['variant']} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['lpips']:.4f} | {seconds} |")
+        print(
+            f"| {row['variant']} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['lpips']:.4f} "
+            f"| {row['face_quality']:.3f} | {seconds} |"
+        )
     if args.out:
         record = {
             "command": "python benchmarks/consistency.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v),

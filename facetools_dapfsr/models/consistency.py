@@ -3,9 +3,8 @@
 The encoder maps the LR face to a code of the prior, and the prior draws a plausible face; but on
 the paper's protocol the built-in model's output, downsampled again, does not reproduce its
 input: the pose, the gaze and the tone drift towards an average face, and that drift is most of
-what keeps its PSNR and identity low (``benchmarks/consistency.py`` measures this step's
-settings; ``dapfsr evaluate --methods source-only,source-only-raw`` the step at scale). This step puts the input
-back, as iterative back-projection does (Irani and Peleg, 1991), in two parts:
+what keeps its PSNR and identity low. This step puts the input back, as iterative
+back-projection does (Irani and Peleg, 1991), in two parts:
 
 1. **Register.** The LR face is unaligned (the protocol rotates, scales and shifts the face before
    downsampling; a detector's crop is off by as much), while the output is in the template's
@@ -17,13 +16,16 @@ back, as iterative back-projection does (Irani and Peleg, 1991), in two parts:
    (bicubic) and warped back to the template's frame, ``projection_steps`` times.
 
 The prior supplies what the LR cannot hold (detail finer than one LR pixel); the LR supplies what
-it does hold (where the eyes look, the lighting, the colour). Its cost is about 0.1 s per face
-on one CPU core. ``ConsistencyConfig(enabled=False)`` gives the paper's raw output.
+it does hold (where the eyes look, the lighting, the colour). It costs 0.1-0.2 s per face on one
+CPU core. ``ConsistencyConfig(enabled=False)`` gives the paper's raw output. Measured:
+``dapfsr evaluate --methods bicubic,source-only,source-only-raw`` (with and without it) and
+``benchmarks/consistency.py`` (its settings); figures in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 
