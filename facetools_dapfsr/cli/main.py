@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from facetools_dapfsr import __version__
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMAND_MODULES: list[str] = ["weights", "upscale", "sample", "synthesize", "adapt", "evaluate", "bench"]
+SUBCOMMAND_MODULES: list[str] = ["weights", "upscale", "sample", "synthesize", "adapt", "evaluate", "bench", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

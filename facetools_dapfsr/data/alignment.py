@@ -81,6 +81,48 @@ def alignment_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
     return estimate_similarity(np.asarray(landmarks, dtype=np.float64).reshape(5, 2), template_points(size))
 
 
+def warp_plan(matrix: torch.Tensor, in_size: tuple[int, int]) -> tuple[tuple[int, int] | None, torch.Tensor]:
+    """How :func:`warp_affine` samples a ``in_size`` source with ``matrix [B, 2, 3]`` (float64):
+    ``(shrink, matrix)``, where ``shrink`` is the size the source is first reduced to with an
+    antialiasing filter (``None`` when the warp shrinks by less than 2x, so bilinear sampling
+    does not alias) and ``matrix`` maps that reduced source to the output."""
+    batch = matrix.shape[0]
+    height, width = in_size
+    scale = float(torch.sqrt(torch.abs(torch.linalg.det(matrix[:, :, :2]))).min())
+    if scale >= 0.5:
+        return None, matrix
+    # Pre-shrink by an integer-ish factor, then fold it into the matrix.
+    factor = 1.0 / (2.0 * scale)
+    new_h, new_w = max(1, round(height / factor)), max(1, round(width / factor))
+    sx, sy = width / new_w, height / new_h
+    # new pixel p' relates to old pixel p by p = (p' + 0.5) * s - 0.5
+    to_old = torch.tensor([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0, 0, 1]], dtype=torch.float64)
+    m_full = torch.cat([matrix, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64).expand(batch, 1, 3)], 1)
+    return (new_h, new_w), (m_full @ to_old)[:, :2]
+
+
+def sampling_grid(matrix: torch.Tensor, in_size: tuple[int, int], out_size: tuple[int, int]) -> torch.Tensor:
+    """``grid_sample`` grid (``align_corners=False``) of the forward affine ``matrix [B, 2, 3]``
+    (source pixels -> output pixels, float64) from a ``in_size`` source to ``out_size``.
+
+    Plain bilinear sampling, no antialiasing: :func:`warp_affine` pre-shrinks strong
+    reductions first. Returns ``[B, h, w, 2]`` float64.
+    """
+    batch = matrix.shape[0]
+    height, width = in_size
+    out_h, out_w = out_size
+    m_full = torch.cat([matrix, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64).expand(batch, 1, 3)], 1)
+    inverse = torch.linalg.inv(m_full)[:, :2]  # output pixel -> source pixel
+    ys, xs = torch.meshgrid(
+        torch.arange(out_h, dtype=torch.float64), torch.arange(out_w, dtype=torch.float64), indexing="ij"
+    )
+    grid = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3)
+    src = grid @ inverse.transpose(1, 2)  # [B, h*w, 2]
+    # pixel centre convention -> grid_sample(align_corners=False) normalised coordinates
+    norm = torch.stack([(2 * src[..., 0] + 1) / width - 1, (2 * src[..., 1] + 1) / height - 1], -1)
+    return norm.reshape(batch, out_h, out_w, 2)
+
+
 def warp_affine(
     image: torch.Tensor,
     matrix: np.ndarray | torch.Tensor,
@@ -110,29 +152,11 @@ def warp_affine(
         m = m.expand(batch, 2, 3)
     if m.shape != (batch, 2, 3):
         raise ValueError(f"expected matrix [2, 3] or [{batch}, 2, 3], got {tuple(m.shape)}")
-    scale = float(torch.sqrt(torch.abs(torch.linalg.det(m[:, :, :2]))).min())
-    if scale < 0.5:
-        # Pre-shrink by an integer-ish factor with antialiasing, then fold it into the matrix.
-        factor = 1.0 / (2.0 * scale)
-        new_h, new_w = max(1, round(height / factor)), max(1, round(width / factor))
-        image = F.interpolate(image, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
-        sx, sy = width / new_w, height / new_h
-        # new pixel p' relates to old pixel p by p = (p' + 0.5) * s - 0.5
-        to_old = torch.tensor([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0, 0, 1]], dtype=torch.float64)
-        m_full = torch.cat([m, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64).expand(batch, 1, 3)], 1)
-        m = (m_full @ to_old)[:, :2]
-        height, width = new_h, new_w
-    out_h, out_w = out_size
-    m_full = torch.cat([m, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64).expand(batch, 1, 3)], 1)
-    inverse = torch.linalg.inv(m_full)[:, :2]  # output pixel -> source pixel
-    ys, xs = torch.meshgrid(
-        torch.arange(out_h, dtype=torch.float64), torch.arange(out_w, dtype=torch.float64), indexing="ij"
-    )
-    grid = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3)
-    src = grid @ inverse.transpose(1, 2)  # [B, h*w, 2]
-    # pixel centre convention -> grid_sample(align_corners=False) normalised coordinates
-    norm = torch.stack([(2 * src[..., 0] + 1) / width - 1, (2 * src[..., 1] + 1) / height - 1], -1)
-    norm = norm.reshape(batch, out_h, out_w, 2).to(device=image.device, dtype=image.dtype)
+    shrink, m = warp_plan(m, (height, width))
+    if shrink is not None:
+        image = F.interpolate(image, size=shrink, mode="bilinear", antialias=True, align_corners=False)
+        height, width = shrink
+    norm = sampling_grid(m, (height, width), out_size).to(device=image.device, dtype=image.dtype)
     warped = F.grid_sample(image, norm, mode="bilinear", padding_mode=padding_mode, align_corners=False)
     ones = torch.ones(batch, 1, height, width, dtype=image.dtype, device=image.device)
     valid = F.grid_sample(ones, norm, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -62,6 +62,12 @@ class Decoder(nn.Module, abc.ABC):
         self.check_size(size)
         return self.synthesis(ws)
 
+    def renderer(self, size: int | None = None) -> nn.Module:
+        """A module ``ws -> `` :meth:`render` ``(ws, size)`` with every per-call Python decision
+        (geometry, sizes) taken now, so ``torch.export`` and ONNX can trace it."""
+        self.check_size(size)
+        return _Synthesis(self)
+
     def modulation_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """``(name, parameter)`` pairs for :meth:`modulation_parameter_names`."""
         params = dict(self.named_parameters())
@@ -88,3 +94,14 @@ class Decoder(nn.Module, abc.ABC):
         mean = total / num_samples
         var = (total_sq / num_samples - mean * mean).clamp_min(0) * num_samples / max(num_samples - 1, 1)
         return mean.float(), var.sqrt().float()
+
+
+class _Synthesis(nn.Module):
+    """:meth:`Decoder.synthesis` as a module (for a decoder that renders only its resolution)."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        return self.decoder.synthesis(ws)

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facetools_dapfsr.config import MobileStyleGANConfig
-from facetools_dapfsr.data.alignment import alignment_matrix, invert_affine, warp_affine
+from facetools_dapfsr.data.alignment import alignment_matrix, invert_affine, sampling_grid, warp_plan
 from facetools_dapfsr.models.decoder import Decoder
 
 W_DIM = 512
@@ -397,6 +397,38 @@ class SynthesisNetwork(nn.Module):
         return frame.contiguous()
 
 
+class TemplateCropRenderer(nn.Module):
+    """``ws -> `` the template face crop at ``size`` px, with the crop's geometry (the frame
+    window to render, the antialiasing pre-shrink, the sampling grid) fixed when it is built:
+    :meth:`MobileStyleGANDecoder.render` in a form ``torch.export`` and ONNX can trace.
+
+    Only the part of the frame the crop reads is rendered (about a third of the cost); pasted
+    into an empty frame, it gives the same crop as the full frame would.
+    """
+
+    def __init__(self, decoder: MobileStyleGANDecoder, size: int) -> None:
+        super().__init__()
+        self.synthesis_network = decoder.synthesis_network
+        self.render_size = render_size = decoder.render_size
+        self.region = decoder.crop_region(render_size, size)
+        matrix = torch.as_tensor(decoder.crop_matrix(render_size, size), dtype=torch.float64)[None]
+        self.shrink, matrix = warp_plan(matrix, (render_size, render_size))
+        source = self.shrink or (render_size, render_size)
+        grid = sampling_grid(matrix, source, (size, size)).float()
+        self.register_buffer("grid", grid.to(decoder.frame_landmarks.device), persistent=False)
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        top, left, bottom, right = self.region
+        size = self.render_size
+        window = (self.synthesis_network(ws, size, self.region) + 1.0) * 0.5
+        # The crop is cheap; doing it in float32 keeps bf16 autocast from degrading the resampling.
+        frame = F.pad(window.float(), (left, size - right, top, size - bottom))
+        if self.shrink is not None:
+            frame = F.interpolate(frame, size=self.shrink, mode="bilinear", antialias=True, align_corners=False)
+        grid = self.grid.expand(ws.shape[0], -1, -1, -1)
+        return F.grid_sample(frame, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 class MobileStyleGANDecoder(Decoder):
     """The imported FFHQ prior behind the :class:`Decoder` interface.
 
@@ -497,16 +529,10 @@ class MobileStyleGANDecoder(Decoder):
         ``config.render_size`` (the exit the encoder was trained through: codes from a 256 px
         exit rendered at a larger exit are sharper but other faces, see
         ``benchmarks/render_size.py``)."""
-        side = self.check_size(size)
-        render_size = self.render_size
-        # Only the part of the frame the crop reads is rendered (about a third of the cost);
-        # pasted into an empty frame, it gives the same crop as the full frame would.
-        top, left, bottom, right = region = self.crop_region(render_size, side)
-        window = (self.synthesis_network(ws, render_size, region) + 1.0) * 0.5
-        frame = F.pad(window, (left, render_size - right, top, render_size - bottom))
-        # The crop is cheap; doing it in float32 keeps bf16 autocast from degrading the resampling.
-        face, _valid = warp_affine(frame.float(), self.crop_matrix(render_size, side), (side, side))
-        return face
+        return self.renderer(size)(ws)
+
+    def renderer(self, size: int | None = None) -> TemplateCropRenderer:
+        return TemplateCropRenderer(self, self.check_size(size))
 
     def modulation_parameter_names(self) -> list[str]:
         """Style affines (weight and bias) of the 23 modulated layers used at this ``render_size``
