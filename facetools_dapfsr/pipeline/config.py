@@ -47,8 +47,9 @@ class RealESRGANOptions:
     """Tiling of the ``realesrgan`` background stage (:mod:`facetools_dapfsr.pipeline.background`)."""
 
     tile: int = 192
-    """Side of a tile, in input pixels. Memory grows with its square (about 1 GB of activations
-    at 192 on the CPU, float32); larger tiles waste less on overlap (GPUs take 512 easily)."""
+    """Side of a tile, in input pixels. Memory grows with its square (the process peaked at
+    1.6 GB with 192 on the CPU, ``benchmarks/background.py``); larger tiles waste less on the
+    overlap."""
     overlap: int = 16
     """Input pixels of context run on each side of a tile and then dropped, so that the tiles
     join without seams."""
