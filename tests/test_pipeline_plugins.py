@@ -90,10 +90,11 @@ def photo(height: int = 40, width: int = 48) -> torch.Tensor:
 def test_builtin_stages_are_registered_through_the_hooks():
     manager = make_plugin_manager(autoload=False)
     registry = StageRegistry.from_plugin_manager(manager)
-    assert set(STAGE_KINDS) == {"detect", "align", "super_resolve", "post"}
+    assert STAGE_KINDS == ("detect", "align", "super_resolve", "background", "post")
     assert "mtcnn" in registry.names("detect")
     assert "template" in registry.names("align")
     assert {"dapfsr", "bicubic"} <= set(registry.names("super_resolve"))
+    assert {"bicubic", "realesrgan"} <= set(registry.names("background"))
     assert "paste" in registry.names("post")
     assert registry.get("detect", "mtcnn").plugin == "dapfsr"
 
@@ -173,6 +174,8 @@ def test_observers_see_every_stage_in_order():
         ("after", "align", "template", 1),
         ("before", "super_resolve", "bicubic", "gradient.png"),
         ("after", "super_resolve", "bicubic", 1),
+        ("before", "background", "bicubic", "gradient.png"),
+        ("after", "background", "bicubic", 1),
         ("before", "post", "paste", "gradient.png"),
         ("after", "post", "paste", 1),
     ]
@@ -180,8 +183,8 @@ def test_observers_see_every_stage_in_order():
         "detect:fixed-face",
         "align:template",
         "super_resolve:bicubic",
+        "background:bicubic",
         "post:paste",
-        "resample",
     }
 
 

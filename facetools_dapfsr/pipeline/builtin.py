@@ -10,7 +10,13 @@ from typing import Any
 
 from facetools_dapfsr.pipeline.config import PipelineConfig
 from facetools_dapfsr.pipeline.hookspecs import RegisterStage, hookimpl
-from facetools_dapfsr.pipeline.stages import ALIGN, DETECT, POST, SUPER_RESOLVE
+from facetools_dapfsr.pipeline.stages import (
+    ALIGN,
+    BACKGROUND,
+    DETECT,
+    POST,
+    SUPER_RESOLVE,
+)
 
 
 def build_mtcnn(config: PipelineConfig) -> Any:
@@ -37,6 +43,18 @@ def build_bicubic(config: PipelineConfig) -> Any:
     return BicubicSuperResolver.from_config(config)
 
 
+def build_bicubic_background(config: PipelineConfig) -> Any:
+    from facetools_dapfsr.pipeline.background import BicubicBackground
+
+    return BicubicBackground.from_config(config)
+
+
+def build_realesrgan_background(config: PipelineConfig) -> Any:
+    from facetools_dapfsr.pipeline.background import RealESRGANBackground
+
+    return RealESRGANBackground.from_config(config)
+
+
 def build_paste(config: PipelineConfig) -> Any:
     from facetools_dapfsr.pipeline.paste import FacePaster
 
@@ -49,4 +67,6 @@ def register_stages(register: RegisterStage) -> None:
     register(ALIGN, "template", build_template_aligner)
     register(SUPER_RESOLVE, "dapfsr", build_dapfsr)
     register(SUPER_RESOLVE, "bicubic", build_bicubic)
+    register(BACKGROUND, "bicubic", build_bicubic_background)
+    register(BACKGROUND, "realesrgan", build_realesrgan_background)
     register(POST, "paste", build_paste)

@@ -42,6 +42,25 @@ class PasteOptions:
     resampled photo's). Off: the restored face is pasted as rendered."""
 
 
+@dataclass
+class RealESRGANOptions:
+    """Tiling of the ``realesrgan`` background stage (:mod:`facetools_dapfsr.pipeline.background`)."""
+
+    tile: int = 192
+    """Side of a tile, in input pixels. Memory grows with its square (the process peaked at
+    1.6 GB with 192 on the CPU, ``benchmarks/background.py``); larger tiles waste less on the
+    overlap."""
+    overlap: int = 16
+    """Input pixels of context run on each side of a tile and then dropped, so that the tiles
+    join without seams."""
+
+    def __post_init__(self) -> None:
+        if self.tile < 8:
+            raise ValueError(f"realesrgan tile must be at least 8 pixels, got {self.tile}")
+        if self.overlap < 0:
+            raise ValueError(f"realesrgan overlap must be 0 or more, got {self.overlap}")
+
+
 REPLACE_MODES = ("sharper", "always")
 
 
@@ -73,6 +92,10 @@ class PipelineConfig:
     aligner: str = "template"
     super_resolver: str = "dapfsr"
     post_processors: tuple[str, ...] = ("paste",)
+    background: str = "bicubic"
+    """How the whole photo is upscaled under the faces (a ``background`` stage by name):
+    ``bicubic``, or ``realesrgan`` (Real-ESRGAN x4plus; slow on a CPU, see
+    ``benchmarks/RESULTS.md``)."""
 
     scale: float = 4.0
     """Upscaling factor of the whole photo (the background is resampled, faces replaced)."""
@@ -95,6 +118,7 @@ class PipelineConfig:
     mtcnn: MTCNNOptions = field(default_factory=MTCNNOptions)
     paste: PasteOptions = field(default_factory=PasteOptions)
     paths: PathOptions = field(default_factory=PathOptions)
+    realesrgan: RealESRGANOptions = field(default_factory=RealESRGANOptions)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Free-form options for third-party stages, keyed by stage name."""
 

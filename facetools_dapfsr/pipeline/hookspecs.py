@@ -10,6 +10,7 @@ object must provide):
 - ``detect``: photo -> face boxes, 5 landmarks and scores;
 - ``align``: photo + detections -> aligned LR face crops and their warps;
 - ``super_resolve``: LR faces -> HR faces, batched;
+- ``background``: the whole photo -> the photo at the output size (under the faces);
 - ``post``: edits the composited (upscaled) photo, e.g. pastes the HR faces back.
 """
 
@@ -37,7 +38,7 @@ StageFactory = Callable[["PipelineConfig"], Any]
 
 RegisterStage = Callable[[str, str, StageFactory], None]
 """``register(kind, name, factory)``; ``kind`` is one of ``detect``, ``align``, ``super_resolve``,
-``post``; ``name`` is what a configuration uses to choose the stage."""
+``background``, ``post``; ``name`` is what a configuration uses to choose the stage."""
 
 
 @hookspec

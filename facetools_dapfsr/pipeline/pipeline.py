@@ -1,4 +1,4 @@
-"""``FacePipeline``: detect -> align -> super-resolve -> upscale photo -> post-process (paste)."""
+"""``FacePipeline``: detect -> align -> super-resolve -> upscale photo (background) -> post-process (paste)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from facetools_dapfsr.pipeline.config import PathOptions, PipelineConfig, check_fidelity, check_scale
 from facetools_dapfsr.pipeline.manager import StageRegistry, make_plugin_manager
-from facetools_dapfsr.pipeline.resample import output_size, resample_image
+from facetools_dapfsr.pipeline.resample import output_size
 from facetools_dapfsr.pipeline.results import FaceResult, ImageResult
 from facetools_dapfsr.pipeline.routing import (
     SUPER_RESOLVED,
@@ -22,7 +22,13 @@ from facetools_dapfsr.pipeline.routing import (
     render_size,
     select_faces,
 )
-from facetools_dapfsr.pipeline.stages import ALIGN, DETECT, POST, SUPER_RESOLVE
+from facetools_dapfsr.pipeline.stages import (
+    ALIGN,
+    BACKGROUND,
+    DETECT,
+    POST,
+    SUPER_RESOLVE,
+)
 
 
 class StageError(RuntimeError):
@@ -52,7 +58,8 @@ def _as_stage(kind: str, stage: Stage | Any) -> Stage:
 
 
 class FacePipeline:
-    """Chains one detector, one aligner, one super-resolver and any post-processors.
+    """Chains one detector, one aligner, one super-resolver, one background upsampler and any
+    post-processors.
 
     Build it from a configuration (stages chosen by name among those the plugins register)
     with :meth:`from_config`, or directly from stage objects.
@@ -66,6 +73,7 @@ class FacePipeline:
         post_processors: Sequence[Stage | Any] = (),
         *,
         scale: float = 4.0,
+        background: Stage | Any | None = None,
         paths: PathOptions | None = None,
         fidelity: float = 1.0,
         hook: pluggy.HookRelay | None = None,
@@ -76,6 +84,8 @@ class FacePipeline:
                 :mod:`facetools_dapfsr.pipeline.stages` for what each must provide), or
                 :class:`Stage` records naming them for the observers.
             scale: upscaling factor of the whole photo (default of :meth:`__call__`).
+            background: the stage that upscales the whole photo under the faces (see
+                :mod:`facetools_dapfsr.pipeline.background`); ``None``: bicubic resampling.
             paths: which faces are super-resolved, at what size, and when they are pasted
                 (:mod:`facetools_dapfsr.pipeline.routing`); default :class:`PathOptions`.
             fidelity: default weight of the restored faces against the resampled photo.
@@ -85,6 +95,11 @@ class FacePipeline:
         self.detector = _as_stage(DETECT, detector)
         self.aligner = _as_stage(ALIGN, aligner)
         self.super_resolver = _as_stage(SUPER_RESOLVE, super_resolver)
+        if background is None:
+            from facetools_dapfsr.pipeline.background import BicubicBackground
+
+            background = Stage(BACKGROUND, "bicubic", BicubicBackground())
+        self.background = _as_stage(BACKGROUND, background)
         self.post_processors = [_as_stage(POST, stage) for stage in post_processors]
         self.scale = check_scale(scale)
         self.paths = paths or PathOptions()
@@ -110,6 +125,7 @@ class FacePipeline:
             super_resolver=build(SUPER_RESOLVE, config.super_resolver),
             post_processors=[build(POST, name) for name in config.post_processors],
             scale=config.scale,
+            background=build(BACKGROUND, config.background),
             paths=config.paths,
             fidelity=config.fidelity,
             hook=manager.hook,
@@ -117,7 +133,7 @@ class FacePipeline:
 
     @property
     def stages(self) -> list[Stage]:
-        return [self.detector, self.aligner, self.super_resolver, *self.post_processors]
+        return [self.detector, self.aligner, self.super_resolver, self.background, *self.post_processors]
 
     def __call__(
         self,
@@ -149,9 +165,7 @@ class FacePipeline:
         self._run(self.detector, result, lambda item: self._detect(item, faces, min_score))
         self._run(self.aligner, result, self._align)
         self._run(self.super_resolver, result, self._super_resolve)
-        started = time.perf_counter()
-        result.composite = resample_image(image, output_size(result.input_size, scale))
-        result.timings["resample"] = time.perf_counter() - started
+        self._run(self.background, result, self._upscale_background)
         for stage in self.post_processors:
             self._run(stage, result, stage.impl.process)
         return result
@@ -192,6 +206,16 @@ class FacePipeline:
                 raise ValueError(f"super-resolver returned {len(sr_faces)} faces for {len(group)} inputs")
             for face, sr_face in zip(group, sr_faces, strict=True):
                 face.sr_face = sr_face
+
+    def _upscale_background(self, result: ImageResult) -> None:
+        out_size = output_size(result.input_size, result.scale)
+        composite = self.background.impl.upscale(result.image, out_size)
+        if composite.dtype != torch.uint8 or tuple(composite.shape) != (3, *out_size):
+            raise ValueError(
+                f"background stage returned {tuple(composite.shape)} {composite.dtype}, expected (3, {out_size[0]}, "
+                f"{out_size[1]}) uint8"
+            )
+        result.composite = composite
 
     def _run(self, stage: Stage, result: ImageResult, step: Callable[[ImageResult], None]) -> None:
         """Run one stage with the observers around it; errors become :class:`StageError`."""

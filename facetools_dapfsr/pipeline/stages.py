@@ -13,8 +13,9 @@ from facetools_dapfsr.pipeline.results import Detection, ImageResult
 DETECT = "detect"
 ALIGN = "align"
 SUPER_RESOLVE = "super_resolve"
+BACKGROUND = "background"
 POST = "post"
-STAGE_KINDS: tuple[str, ...] = (DETECT, ALIGN, SUPER_RESOLVE, POST)
+STAGE_KINDS: tuple[str, ...] = (DETECT, ALIGN, SUPER_RESOLVE, BACKGROUND, POST)
 """Stage kinds in the order the pipeline runs them."""
 
 
@@ -55,6 +56,15 @@ class SuperResolver(Protocol):
 
 
 @runtime_checkable
+class BackgroundUpsampler(Protocol):
+    def upscale(self, image: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        """The whole photo (``[3, H, W]`` float in ``[0, 1]``) at ``out_size`` (``(height, width)``),
+        as ``[3, height, width]`` uint8, mapping pixels as :mod:`facetools_dapfsr.pipeline.resample`
+        does (pixel centres aligned, ``align_corners=False``) so that pasted faces line up."""
+        ...
+
+
+@runtime_checkable
 class PostProcessor(Protocol):
     def process(self, result: ImageResult) -> None:
         """Edit ``result.composite`` in place (e.g. paste the super-resolved faces)."""
@@ -65,5 +75,6 @@ STAGE_PROTOCOLS: dict[str, type] = {
     DETECT: Detector,
     ALIGN: Aligner,
     SUPER_RESOLVE: SuperResolver,
+    BACKGROUND: BackgroundUpsampler,
     POST: PostProcessor,
 }

