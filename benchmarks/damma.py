@@ -113,9 +113,9 @@ def exemplar_face(path: Path, model: DAPFSR) -> torch.Tensor:
     match = YALE_NAME.search(path.name)
     if match:  # Yale B: the subject's frontal-lit landmarks hold for every illumination
         frontal = path.parent / f"yaleB{match.group(1)}_P00A+000E+00.png"
-        landmarks = find_landmarks(read_photo(frontal))
-        if landmarks is not None:
-            face, _ = align_face(read_photo(path), landmarks, model.config.hr_size)
+        found = find_landmarks(read_photo(frontal))
+        if found is not None:
+            face, _ = align_face(read_photo(path), found[0], model.config.hr_size)
             return face.unsqueeze(0).clamp(0, 1)
     return load_exemplar(path, model.config.hr_size).hr
 

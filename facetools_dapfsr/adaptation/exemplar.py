@@ -10,6 +10,7 @@ every photo is searched with a grey border around it (see ``PADDINGS``).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from facetools_dapfsr.data.alignment import align_face
+from facetools_dapfsr.data.detection_fallbacks import DEFAULT_FALLBACKS, detect_with_fallbacks
 
 # MTCNN misses faces that fill the whole frame, or finds them with landmarks pushed outwards (the
 # face is cut by the frame). A grey border (per side, as a fraction of the longer side) fixes
@@ -42,23 +44,47 @@ class Exemplar:
     """``[5, 2]`` landmarks found in the photo (pixel coordinates)."""
     lr: torch.Tensor | None = None
     """``[1, 3, lr, lr]`` when an LR image was given."""
+    fallback: str | None = None
+    """The detection fallback that found the face (None: the photo as it is)."""
 
 
-def find_landmarks(image: torch.Tensor) -> np.ndarray | None:
-    """Landmarks ``[5, 2]`` of the largest face in ``image [3, H, W]``, or None."""
+def find_landmarks(
+    image: torch.Tensor, fallbacks: Sequence[str] = DEFAULT_FALLBACKS
+) -> tuple[np.ndarray, str | None] | None:
+    """``(landmarks [5, 2], fallback)`` of the largest face in ``image [3, H, W]``, or None.
+
+    The photo is searched with the grey borders of ``PADDINGS``; where none finds a face, the
+    intensity changes of ``fallbacks`` (:mod:`facetools_dapfsr.data.detection_fallbacks`: the
+    search pads already, so ``pad`` adds nothing here) are tried in order, and ``fallback``
+    names the one that found it (None: the photo as it is).
+    """
     from facetools_dapfsr.pipeline.detect_mtcnn import MTCNNDetector
 
     detector = MTCNNDetector(min_face_size=MIN_FACE_SIZE)
-    for fraction in PADDINGS:
-        pad = round(fraction * max(image.shape[1:]))
-        padded = F.pad(image.unsqueeze(0), (pad, pad, pad, pad), value=PADDING_GREY)[0] if pad else image
-        detections = detector.detect(padded)
-        if detections:
-            break
-    else:
+
+    def padded_search(photo: torch.Tensor) -> tuple[np.ndarray, None] | None:
+        for fraction in PADDINGS:
+            pad = round(fraction * max(photo.shape[1:]))
+            padded = F.pad(photo.unsqueeze(0), (pad, pad, pad, pad), value=PADDING_GREY)[0] if pad else photo
+            detections = detector.detect(padded)
+            if detections:
+                largest = max(detections, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
+                return np.asarray(largest.landmarks, dtype=np.float64) - pad, None
         return None
-    largest = max(detections, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
-    return np.asarray(largest.landmarks, dtype=np.float64) - pad
+
+    found = padded_search(image)
+    if found is not None:
+        return found[0], None
+    intensity = dict.fromkeys("+".join(p for p in name.split("+") if p != "pad") for name in fallbacks)
+    intensity.pop("", None)
+    as_uint8 = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    found, fallback = detect_with_fallbacks(
+        lambda shown: padded_search(torch.from_numpy(shown).permute(2, 0, 1).float() / 255),
+        as_uint8,
+        list(intensity),
+        try_plain=False,
+    )
+    return None if found is None else (np.asarray(found[0], dtype=np.float64), fallback)
 
 
 def read_photo(path: str | os.PathLike[str]) -> torch.Tensor:
@@ -72,20 +98,31 @@ def read_photo(path: str | os.PathLike[str]) -> torch.Tensor:
 
 
 def load_exemplar(
-    path: str | os.PathLike[str], hr_size: int, lr_path: str | os.PathLike[str] | None = None, lr_size: int = 16
+    path: str | os.PathLike[str],
+    hr_size: int,
+    lr_path: str | os.PathLike[str] | None = None,
+    lr_size: int = 16,
+    fallbacks: Sequence[str] = DEFAULT_FALLBACKS,
 ) -> Exemplar:
     """Read and align an exemplar photo (and its LR face, if given).
 
     The LR image, when given, must already be the face as the model's LR input sees it (aligned
     like the HR face); it is resized to ``lr_size`` if needed (antialiased area-style).
+    ``fallbacks``: what the face search tries when the photo as it is shows no face
+    (:func:`find_landmarks`).
 
     Raises:
         ExemplarError: a file cannot be read, or the HR photo holds no face.
     """
     photo = read_photo(path)
-    landmarks = find_landmarks(photo)
-    if landmarks is None:
-        raise ExemplarError(f"no face found in the exemplar {path}: give a photo with one clearly visible face")
+    found = find_landmarks(photo, fallbacks)
+    if found is None:
+        tried = ", ".join(fallbacks) if fallbacks else "none (--detector-fallbacks none)"
+        raise ExemplarError(
+            f"no face found in the exemplar {path} (detection fallbacks tried: {tried}): "
+            "give a photo with one clearly visible face"
+        )
+    landmarks, fallback = found
     face, valid = align_face(photo, landmarks, hr_size)
     lr = None
     if lr_path is not None:
@@ -93,4 +130,6 @@ def load_exemplar(
         if tuple(small.shape[2:]) != (lr_size, lr_size):
             small = F.interpolate(small, size=(lr_size, lr_size), mode="bicubic", antialias=True, align_corners=False)
         lr = small.clamp(0, 1)
-    return Exemplar(hr=face.unsqueeze(0).clamp(0, 1), valid=valid.unsqueeze(0), landmarks=landmarks, lr=lr)
+    return Exemplar(
+        hr=face.unsqueeze(0).clamp(0, 1), valid=valid.unsqueeze(0), landmarks=landmarks, lr=lr, fallback=fallback
+    )

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from facetools_dapfsr.adaptation.damma import DAMMAConfig
+from facetools_dapfsr.data.detection_fallbacks import parse_fallbacks
 
 
 def _damma_config(args: argparse.Namespace) -> DAMMAConfig:
@@ -38,8 +39,14 @@ def _adapt(args: argparse.Namespace) -> int:
     config = _damma_config(args)
     model = load_model(args.model, revision=args.revision).to(args.device)
     exemplar = load_exemplar(
-        args.exemplar, model.config.hr_size, lr_path=args.exemplar_lr, lr_size=model.config.lr_size
+        args.exemplar,
+        model.config.hr_size,
+        lr_path=args.exemplar_lr,
+        lr_size=model.config.lr_size,
+        fallbacks=args.detector_fallbacks,
     )
+    if exemplar.fallback is not None:
+        print(f"the exemplar's face was found by the detection fallback {exemplar.fallback!r}")
     result = run_damma(model, exemplar.hr, exemplar_lr=exemplar.lr, config=config, progress=not args.quiet)
     model.add_adapter(result.adapter, args.adapter_name)
     out = model.save_adapter(args.out)
@@ -72,6 +79,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model", metavar="M", help="source-trained model: folder or Hub repo id (default: the built-in model)"
     )
     parser.add_argument("--revision", help="revision of the model's Hub repo (branch, tag or commit)")
+    parser.add_argument(
+        "--detector-fallbacks",
+        type=parse_fallbacks,
+        default="default",
+        metavar="none|default|LIST",
+        help="what the face search tries when the exemplar as it is shows no face: intensity inversion "
+        "(thermal-like images) and histogram equalisation (dark ones); 'none' to turn them off "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="adapter folder to write")
     parser.add_argument("--steps", type=int, metavar="N", help=f"step cap (default {defaults.max_steps})")
     parser.add_argument(

@@ -43,6 +43,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_eval_images=args.max_eval,
         degradation=DegradationConfig.from_name_or_file(args.degradation),
+        detector_fallbacks=args.detector_fallbacks,
     )
     damma = DAMMAConfig(seed=args.seed)
     if args.damma_config is not None:
@@ -63,12 +64,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model, revision=args.revision)
     source_faces = None
     if "adain" in names:
-        source = Domain.from_folder(args.source, show_progress=not args.quiet, max_images=4 * args.source_images)
+        source = Domain.from_folder(
+            args.source,
+            show_progress=not args.quiet,
+            max_images=4 * args.source_images,
+            fallbacks=protocol.detector_fallbacks,
+        )
         source_faces = source.sample_faces(args.source_images, model.config.hr_size, args.seed)
     methods = build_methods(
         names, pulse=pulse, finetune=finetune, adain=adain, damma=damma, source_faces=source_faces
     )
-    target = Domain.from_folder(args.target, show_progress=not args.quiet)
+    target = Domain.from_folder(args.target, show_progress=not args.quiet, fallbacks=protocol.detector_fallbacks)
     for note in target.skipped:
         print(f"note: {note}")
     scorer = Scorer.from_weights_cache(
@@ -123,6 +129,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how LR inputs are made: 'paper' (random affine, then bicubic to the LR size; the default), "
         "'realistic' (LR side 8-64 px, blur, noise, JPEG, resized to the model's LR size), or a JSON "
         "file of DegradationConfig fields",
+    )
+    parser.add_argument(
+        "--detector-fallbacks",
+        default="default",
+        metavar="none|default|LIST",
+        help="what the landmark search tries on an image without a detected face: a grey border (tight "
+        "crops), histogram equalisation (dark images), intensity inversion (thermal-like images) and their "
+        "combinations; 'none' drops such images (default: %(default)s)",
     )
     parser.add_argument(
         "--max-eval", type=int, metavar="N", help="evaluate at most N images per split and draw (seeded subset)"

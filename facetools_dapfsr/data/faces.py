@@ -30,6 +30,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facetools_dapfsr.data.alignment import align_face
+from facetools_dapfsr.data.detection_fallbacks import DEFAULT_FALLBACKS, detect_with_fallbacks
 from facetools_dapfsr.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class DetectorSettings:
     """A detection with a lower MTCNN probability does not count as a face."""
     batch_size: int = 16
     """Images of one size detected together."""
+    fallbacks: tuple[str, ...] = DEFAULT_FALLBACKS
+    """Tried in order on an image where no face is found
+    (:mod:`facetools_dapfsr.data.detection_fallbacks`); ``()`` for none."""
 
 
 @dataclass
@@ -73,6 +77,8 @@ class FaceDataReport:
     examined: int = 0
     """Images decoded and run through the detector in this call (the rest came from the cache)."""
     skipped_examples: list[str] = field(default_factory=list)
+    by_fallback: dict[str, int] = field(default_factory=dict)
+    """Faces found only by a detection fallback, per fallback."""
 
     def summary(self) -> str:
         text = (
@@ -80,6 +86,9 @@ class FaceDataReport:
             f"({self.no_face} without a face, {self.unreadable} unreadable skipped; "
             f"{self.examined} examined now, {self.total - self.examined} from the landmark cache)"
         )
+        if self.by_fallback:
+            found = ", ".join(f"{count} by {name}" for name, count in sorted(self.by_fallback.items()))
+            text += f"; found by a detection fallback: {found}"
         if self.skipped_examples:
             text += "; skipped e.g. " + ", ".join(self.skipped_examples)
         return text
@@ -208,7 +217,9 @@ class LandmarkCache:
         except (OSError, ValueError) as error:
             logger.warning("landmark cache %s is unreadable (%s); detecting again", self.path, error)
             return self
-        if data.get("format_version") != CACHE_FORMAT_VERSION or data.get("detector") != asdict(self.settings):
+        # Compared as JSON: tuples come back as lists.
+        settings = json.loads(json.dumps(asdict(self.settings)))
+        if data.get("format_version") != CACHE_FORMAT_VERSION or data.get("detector") != settings:
             logger.warning("landmark cache %s was made with other settings; detecting again", self.path)
             return self
         self.entries = dict(data.get("entries", {}))
@@ -232,7 +243,8 @@ class LandmarkDetector:
         self._mtcnn: Any = None  # built on first use: loading the networks is I/O
 
     def detect(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, float] | None]:
-        """``[H, W, 3]`` uint8 images of one size -> ``(landmarks [5, 2], score)`` or None each."""
+        """``[H, W, 3]`` uint8 images of one size -> ``(landmarks [5, 2], score)`` or None each,
+        on the images as they are (no fallbacks)."""
         if self._mtcnn is None:
             from facenet_pytorch import MTCNN
 
@@ -251,6 +263,20 @@ class LandmarkDetector:
                 results.append(None)
             else:
                 results.append((image_points[best], float(image_scores[best])))
+        return results
+
+    def detect_with_fallbacks(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, float, str | None] | None]:
+        """As :meth:`detect`, then the settings' fallbacks on each image without a face:
+        ``(landmarks, score, fallback)`` (``fallback`` None for the image as it is) or None."""
+        results: list[tuple[np.ndarray, float, str | None] | None] = []
+        for image, found in zip(images, self.detect(images), strict=True):
+            if found is not None:
+                results.append((found[0], found[1], None))
+                continue
+            found, fallback = detect_with_fallbacks(
+                lambda shown: self.detect([shown])[0], image, self.settings.fallbacks, try_plain=False
+            )
+            results.append(None if found is None else (found[0], found[1], fallback))
         return results
 
 
@@ -274,11 +300,15 @@ def find_landmarks(
     def flush(shape: tuple[int, int]) -> None:
         nonlocal new_since_save
         batch = pending.pop(shape)
-        for (key, _), found in zip(batch, detector.detect([image for _, image in batch]), strict=True):
+        found_all = detector.detect_with_fallbacks([image for _, image in batch])
+        for (key, _), found in zip(batch, found_all, strict=True):
             if found is None:
                 cache.entries[key] = {"status": "no_face"}
-            else:
-                cache.entries[key] = {"status": "ok", "landmarks": found[0].round(3).tolist(), "score": round(found[1], 5)}
+                continue
+            landmarks, score, fallback = found
+            cache.entries[key] = {"status": "ok", "landmarks": landmarks.round(3).tolist(), "score": round(score, 5)}
+            if fallback is not None:
+                cache.entries[key]["fallback"] = fallback
         report.examined += len(batch)
         new_since_save += len(batch)
         if progress is not None:
@@ -318,6 +348,8 @@ def find_landmarks(
         if entry["status"] == "ok":
             rows.append(row)
             landmarks.append(entry["landmarks"])
+            if "fallback" in entry:
+                report.by_fallback[entry["fallback"]] = report.by_fallback.get(entry["fallback"], 0) + 1
             continue
         if entry["status"] == "no_face":
             report.no_face += 1

@@ -38,6 +38,7 @@ import torch
 
 from facetools_dapfsr.data.alignment import align_face
 from facetools_dapfsr.data.degradation import DegradationConfig, degrade
+from facetools_dapfsr.data.detection_fallbacks import DEFAULT_FALLBACKS, parse_fallbacks
 from facetools_dapfsr.data.faces import decode_image, to_tensor
 from facetools_dapfsr.fileio import atomic_write_text
 
@@ -69,10 +70,14 @@ class ProtocolConfig:
     """Evaluate at most this many images per split and draw (a seeded subset; None = all)."""
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     """The random affine misalignment applied before downsampling to the LR size."""
+    detector_fallbacks: tuple[str, ...] = DEFAULT_FALLBACKS
+    """What the landmark search tries on an image without a detected face
+    (:mod:`facetools_dapfsr.data.detection_fallbacks`); pass it to :meth:`Domain.from_folder`."""
 
     def __post_init__(self) -> None:
         if isinstance(self.degradation, dict):
             self.degradation = DegradationConfig(**self.degradation)
+        self.detector_fallbacks = parse_fallbacks(self.detector_fallbacks)
         if self.splits < 1 or self.draws < 1:
             raise ValueError(f"splits and draws must be at least 1, got {self.splits} and {self.draws}")
         if self.max_eval_images is not None and self.max_eval_images < 1:
@@ -111,12 +116,17 @@ class Domain:
 
     @classmethod
     def from_folder(
-        cls, folder: str | os.PathLike[str], show_progress: bool = False, max_images: int | None = None
+        cls,
+        folder: str | os.PathLike[str],
+        show_progress: bool = False,
+        max_images: int | None = None,
+        fallbacks: Sequence[str] = DEFAULT_FALLBACKS,
     ) -> Domain:
         """Open a folder of faces; Extended Yale B is recognised by its file names.
 
         ``max_images`` limits a generic folder to its first images (as listed), so that a large
-        source folder is not scanned for faces in full.
+        source folder is not scanned for faces in full. ``fallbacks``: what the landmark search
+        tries on an image without a detected face (``ProtocolConfig.detector_fallbacks``).
 
         Raises:
             ProtocolError: no such folder, or no usable face in it.
@@ -126,8 +136,8 @@ class Domain:
             raise ProtocolError(f"{folder}: no such folder")
         yaleb = sorted(p for p in root.rglob("*.png") if YALEB_PATTERN.match(p.name))
         if yaleb:
-            return _yaleb_domain(root, yaleb, show_progress)
-        return _folder_domain(root, show_progress, max_images)
+            return _yaleb_domain(root, yaleb, show_progress, tuple(fallbacks))
+        return _folder_domain(root, show_progress, max_images, tuple(fallbacks))
 
     def load(self, index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Aligned face ``[3, size, size]`` in ``[0, 1]`` and validity mask ``[1, size, size]``."""
@@ -173,7 +183,7 @@ def _yaleb_landmark_cache() -> Path:
     return cache_root() / "landmarks" / "yaleb-subjects.json"
 
 
-def _yaleb_domain(root: Path, files: list[Path], show_progress: bool) -> Domain:
+def _yaleb_domain(root: Path, files: list[Path], show_progress: bool, fallbacks: tuple[str, ...]) -> Domain:
     from tqdm.auto import tqdm
 
     from facetools_dapfsr.adaptation.exemplar import find_landmarks
@@ -203,8 +213,8 @@ def _yaleb_domain(root: Path, files: list[Path], show_progress: bool) -> Domain:
             continue
         key = _file_key(reference[0])
         if key not in cache:
-            detected = find_landmarks(to_tensor(decode_image({"path": str(reference[0]), "bytes": None})))
-            cache[key] = None if detected is None else np.round(detected, 3).tolist()
+            detected = find_landmarks(to_tensor(decode_image({"path": str(reference[0]), "bytes": None})), fallbacks)
+            cache[key] = None if detected is None else np.round(detected[0], 3).tolist()
             changed = True
         landmarks = cache[key]
         if landmarks is None:
@@ -234,12 +244,15 @@ def _yaleb_domain(root: Path, files: list[Path], show_progress: bool) -> Domain:
     return Domain(name=root.name, kind="yaleb", images=images, skipped=skipped)
 
 
-def _folder_domain(root: Path, show_progress: bool, max_images: int | None) -> Domain:
-    from facetools_dapfsr.data.faces import AlignedFaces, FaceDataError
+def _folder_domain(root: Path, show_progress: bool, max_images: int | None, fallbacks: tuple[str, ...]) -> Domain:
+    from facetools_dapfsr.data.faces import AlignedFaces, DetectorSettings, FaceDataError
 
     try:
-        # The default detector settings, so the landmark cache is shared with training.
-        faces = AlignedFaces.prepare(str(root), size=128, max_images=max_images, show_progress=show_progress)
+        # The default detector settings (but the fallbacks), so the landmark cache is shared with training.
+        settings = DetectorSettings(fallbacks=fallbacks)
+        faces = AlignedFaces.prepare(
+            str(root), size=128, max_images=max_images, show_progress=show_progress, settings=settings
+        )
     except FaceDataError as error:
         raise ProtocolError(str(error)) from error
     images = []

@@ -1,0 +1,117 @@
+"""Detection fallbacks: faces the RGB detector misses as they are (inverted intensities, tight
+crops) are found, mapped back to the original image, and named; ``none`` turns them off."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facetools_dapfsr import DAPFSR, DAPFSRConfig
+from facetools_dapfsr.adaptation.exemplar import ExemplarError, load_exemplar
+from facetools_dapfsr.data.detection_fallbacks import (
+    DEFAULT_FALLBACKS,
+    PAD_GREY,
+    apply_fallback,
+    equalize,
+    parse_fallbacks,
+)
+from facetools_dapfsr.data.faces import DetectorSettings, LandmarkDetector
+from facetools_dapfsr.evaluation.protocol import ProtocolConfig
+
+
+def test_fallback_names_parse_and_bad_ones_are_refused() -> None:
+    assert parse_fallbacks("default") == DEFAULT_FALLBACKS
+    assert parse_fallbacks("none") == ()
+    assert parse_fallbacks("pad, invert+equalize") == ("pad", "invert+equalize")
+    for bad in ("flip", "pad+pad", "invert+"):
+        with pytest.raises(ValueError, match="unknown detector fallback"):
+            parse_fallbacks(bad)
+    # Saved in results.json as a list, read back as the same tuple.
+    assert ProtocolConfig(detector_fallbacks=["pad"]).detector_fallbacks == ("pad",)
+
+
+def test_transforms_invert_equalize_and_pad_with_the_offset_returned() -> None:
+    image = np.random.default_rng(0).integers(100, 140, size=(20, 30, 3), dtype=np.uint8)
+    inverted, pad = apply_fallback(image, "invert")
+    assert pad == 0 and np.array_equal(inverted, 255 - image)
+    stretched = equalize(image)
+    assert stretched.min() == 0 and stretched.max() == 255  # a 40-level image spread over 256
+    flat = np.full((4, 4, 3), 7, dtype=np.uint8)
+    assert np.array_equal(equalize(flat), flat)
+    padded, pad = apply_fallback(image, "pad+invert")
+    assert pad == 12 and padded.shape == (44, 54, 3)
+    assert np.array_equal(padded[pad:-pad, pad:-pad], 255 - image) and padded[0, 0, 0] == PAD_GREY
+
+
+@pytest.fixture(scope="module")
+def photo(data_dir) -> np.ndarray:
+    files = sorted((data_dir / "celeba" / "test").glob("*.jpg"))
+    if not files:
+        pytest.skip("no CelebA test photos")
+    path = files[0]
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_an_inverted_face_is_found_only_with_the_fallbacks_and_where_the_face_is(photo) -> None:
+    plain_detector = LandmarkDetector(DetectorSettings(fallbacks=()))
+    detector = LandmarkDetector(DetectorSettings())
+    truth = plain_detector.detect([photo])[0]
+    assert truth is not None
+    inverted = 255 - photo
+    assert plain_detector.detect_with_fallbacks([inverted]) == [None]
+    found = detector.detect_with_fallbacks([inverted])[0]
+    assert found is not None
+    landmarks, score, fallback = found
+    assert "invert" in fallback and score >= DetectorSettings().min_score
+    # Mapped back to the photo: within a few pixels of the landmarks of the photo itself.
+    assert float(np.median(np.linalg.norm(landmarks - truth[0], axis=1))) < 4.0
+
+
+def _dapfsr(*args: str, cache) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "DAPFSR_CACHE": str(cache)}
+    code = "import sys; from facetools_dapfsr.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
+def test_adapt_on_an_inverted_face_runs_with_the_fallbacks_and_says_why_not_without(
+    photo, tmp_path, weights_cache
+) -> None:
+    exemplar = tmp_path / "inverted.png"
+    Image.fromarray(255 - photo).save(exemplar)
+    with pytest.raises(ExemplarError, match=r"no face found in the exemplar .*none"):
+        load_exemplar(exemplar, 64, fallbacks=())
+    assert "invert" in load_exemplar(exemplar, 64).fallback
+
+    torch.manual_seed(0)
+    model = DAPFSR(DAPFSRConfig.tiny()).eval()
+    model.refresh_latent_statistics(num_samples=500)
+    base = model.save_pretrained(tmp_path / "base")
+    refused = _dapfsr(
+        "adapt", "--exemplar", str(exemplar), "--model", str(base), "--out", str(tmp_path / "none"),
+        "--detector-fallbacks", "none", "--quiet", cache=weights_cache,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("dapfsr: error: no face found in the exemplar")
+    assert not (tmp_path / "none").exists()
+    done = _dapfsr(
+        "adapt", "--exemplar", str(exemplar), "--model", str(base), "--out", str(tmp_path / "adapter"),
+        "--steps", "1", "--quiet", cache=weights_cache,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "found by the detection fallback" in done.stdout
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_detector_settings_with_other_fallbacks_use_another_landmark_cache(tmp_path) -> None:
+    from facetools_dapfsr.data.faces import default_landmark_cache
+
+    plain = dataclasses.replace(DetectorSettings(), fallbacks=())
+    assert default_landmark_cache("data", "train", plain) != default_landmark_cache("data", "train", DetectorSettings())
