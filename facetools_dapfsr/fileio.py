@@ -6,8 +6,10 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+TEMPORARY_SUFFIX = ".tmp"
 
 
 @contextlib.contextmanager
@@ -19,7 +21,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -35,6 +37,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temporary_target(name: str) -> str | None:
+    """The file name an :func:`atomic_path` temporary (``.<name>.<random>.tmp``) was for, else None."""
+    if not (name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)):
+        return None
+    target, dot, _random = name[1 : -len(TEMPORARY_SUFFIX)].rpartition(".")
+    return target if dot and target else None
+
+
+def remove_stale_temporaries(folder: str | Path, is_target: Callable[[str], bool], older_than: float) -> list[Path]:
+    """Remove the temporaries a killed writer left in ``folder`` for files ``is_target`` accepts.
+
+    Only temporaries last modified before ``older_than`` (a ``time.time()``) are removed: one that
+    is newer may belong to a writer running now (another process of the same run).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        target = temporary_target(path.name)
+        if target is None or not is_target(target):
+            continue
+        try:
+            if path.is_file() and path.stat().st_mtime < older_than:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # its writer finished (or removed it) meanwhile
+            continue
+    return removed
 
 
 def check_can_create(folder: str | Path, what: str) -> None:

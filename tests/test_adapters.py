@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import shutil
@@ -282,6 +283,15 @@ def _scalar_shape_adapter(folder: Path, target: Path) -> Path:
     return _rewrite(folder, target, edit_config=config)
 
 
+def _non_finite_adapter(folder: Path, target: Path) -> Path:
+    # NaN tensors with the sha256 re-recorded: the hash matches, the values are unusable.
+    def tensors(t):
+        name = next(n for n in sorted(t) if n.startswith("decoder."))
+        t[name] = torch.full_like(t[name], float("nan"))
+
+    return _rewrite(folder, target, edit_tensors=tensors)
+
+
 def _future_adapter(folder: Path, target: Path) -> Path:
     return _rewrite(folder, target, edit_config=lambda c: c.update(format_version=99))
 
@@ -308,13 +318,14 @@ def _foreign_parameter_adapter(folder: Path, target: Path) -> Path:
         (_tampered_adapter, AdapterError, r"does not match the sha256 recorded in adapter_config.json"),
         (_inconsistent_adapter, AdapterError, r"does not match its adapter_config.json: missing tensor"),
         (_future_adapter, AdapterError, r"format version 99 is not supported"),
+        (_non_finite_adapter, AdapterError, r"adapter_model.safetensors: NaN or infinite values in tensor\(s\) decoder\."),
         (_listed_targets_adapter, AdapterError, r"adapter_config.json: target_parameters must map parameter names to shapes"),
         (_scalar_shape_adapter, AdapterError, r"adapter_config.json: target_parameters\['.*'\] must be a shape"),
         (lambda folder, target: target, FileNotFoundError, r"no such model folder|has no adapter_config.json"),
     ],
     ids=[
         "other-base", "wrong-shape", "wrong-geometry", "foreign-parameter", "tampered", "inconsistent", "future",
-        "listed-targets", "scalar-shape", "missing",
+        "non-finite", "listed-targets", "scalar-shape", "missing",
     ],  # fmt: skip
 )
 def test_bad_adapters_are_refused_and_leave_the_model_unchanged(workspace, base_dir, tmp_path, make, error, message) -> None:
@@ -336,6 +347,93 @@ def test_from_pretrained_refuses_an_adapter_for_another_base(workspace, tmp_path
     other.save_pretrained(tmp_path / "other")
     with pytest.raises(AdapterError, match="made for another base model"):
         DAPFSR.from_pretrained(tmp_path / "other", adapter=folders["warm"])
+
+
+def test_an_in_memory_adapter_with_nan_is_refused(workspace, base_dir) -> None:
+    _, folders = workspace
+    model = DAPFSR.from_pretrained(base_dir)
+    adapter = Adapter.load(folders["warm"])
+    adapter.tensors["damma.alpha"] = torch.full_like(adapter.alpha, float("inf"))
+    with pytest.raises(AdapterError, match=r"adapter 'bad': NaN or infinite values in tensor\(s\) damma.alpha"):
+        model.add_adapter(adapter, "bad")
+    assert model.adapter_names == []
+
+
+# -- adapters that travel: the base fingerprint ---------------------------------------------------
+def test_the_fingerprint_does_not_change_with_dtype_or_for_a_copy(base_dir) -> None:
+    from facetools_dapfsr.hub.adapters import model_fingerprint
+
+    model = DAPFSR.from_pretrained(base_dir)
+    fp32 = model_fingerprint(model)
+    assert model_fingerprint(DAPFSR.from_pretrained(base_dir)) == fp32
+    assert model_fingerprint(model.half()) == fp32
+    assert model_fingerprint(model.float()) == fp32
+    with torch.no_grad():
+        next(model.encoder.parameters()).add_(0.01)  # a different model
+    assert model_fingerprint(model) != fp32
+
+
+def test_an_fp16_model_loads_an_fp32_made_adapter(workspace, base_dir) -> None:
+    _, folders = workspace
+    assert Adapter.load(folders["warm"]).tensors["damma.alpha"].dtype == torch.float32
+    model = DAPFSR.from_pretrained(base_dir).half()
+    model.load_adapter(folders["warm"])
+    reference = DAPFSR.from_pretrained(base_dir, adapter=folders["warm"])
+    state, expected = model.state_dict(), reference.state_dict()
+    for name in Adapter.load(folders["warm"]).config.target_parameters:
+        assert state[name].dtype == torch.float16
+        assert torch.equal(state[name], expected[name].half())
+
+
+def test_an_adapter_recorded_with_the_old_fingerprint_still_loads(workspace, base_dir, tmp_path) -> None:
+    from facetools_dapfsr.hub.adapters import tensor_fingerprint
+
+    _, folders = workspace
+    model = DAPFSR.from_pretrained(base_dir)
+    old = tensor_fingerprint(model.state_dict())  # what adapters recorded before fingerprint 2
+    legacy = _rewrite(folders["warm"], tmp_path / "legacy", edit_config=lambda c: c.update(base_model_sha256=old))
+    model.load_adapter(legacy)
+    assert model.active_adapter == "default"
+
+
+def test_a_rebuilt_prior_cache_still_accepts_an_adapter_of_the_builtin_model(weights_cache, tmp_path, monkeypatch):
+    from safetensors.torch import load as load_bytes
+    from safetensors.torch import save as save_bytes
+
+    from facetools_dapfsr.hub.adapters import AdapterConfig, model_fingerprint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    builtin = DAPFSR.default()
+    targets = {"decoder." + n: p for n, p in builtin.decoder.modulation_parameters()}
+    config = AdapterConfig(
+        kind="full", rank=None, base_model_sha256=model_fingerprint(builtin),
+        target_parameters={n: list(p.shape) for n, p in targets.items()},
+        num_ws=builtin.num_ws, w_dim=builtin.w_dim, resolution=builtin.config.hr_size, lr_size=builtin.config.lr_size,
+    )  # fmt: skip
+    tensors = {n: p.detach() * 1.01 for n, p in targets.items()}
+    tensors["damma.alpha"] = torch.ones(builtin.num_ws)
+    tensors["damma.exemplar_w"] = torch.zeros(builtin.num_ws, builtin.w_dim)
+    folder = Adapter(config=config, tensors=tensors).save(tmp_path / "adapter")
+
+    # The cache rebuilt from the same pinned artifact: the computed tensors differ in their last
+    # bits (as two conversions on different machines may), the provenance still matches.
+    entry = "ffhq-mobilestylegan"
+    rebuilt = tmp_path / "cache" / entry
+    rebuilt.mkdir(parents=True)
+    prior = load_bytes((weights_cache / entry / "model.safetensors").read_bytes())
+    for name in ("w_mean", "w_std", "frame_landmarks"):
+        prior[name] = torch.nextafter(prior[name], torch.full_like(prior[name], float("inf")))
+    data = save_bytes(prior, metadata={"source": entry, "format": "pt"})
+    (rebuilt / "model.safetensors").write_bytes(data)
+    provenance = json.loads((weights_cache / entry / "provenance.json").read_text())
+    provenance["safetensors_sha256"] = hashlib.sha256(data).hexdigest()
+    (rebuilt / "provenance.json").write_text(json.dumps(provenance))
+    monkeypatch.setenv("DAPFSR_CACHE", str(tmp_path / "cache"))
+
+    model = DAPFSR.default()
+    assert not torch.equal(model.decoder.w_mean, builtin.decoder.w_mean)  # the rebuilt prior is in use
+    model.load_adapter(folder)
+    DAPFSR.default().half().load_adapter(folder)
 
 
 # -- packaging ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def saved(tmp_path):
 
 def test_round_trip_gives_identical_output(saved) -> None:
     model, folder = saved
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "model_card.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "checksums.json", "config.json", "model.safetensors", "model_card.json"]
     loaded = DAPFSR.from_pretrained(folder)
     assert not loaded.training
     assert loaded.config == model.config
@@ -48,6 +48,7 @@ def test_missing_tensor_is_named(saved) -> None:
     tensors = load_file(str(folder / "model.safetensors"))
     del tensors["w_sigma"]
     save_file(tensors, str(folder / "model.safetensors"))
+    (folder / "checksums.json").unlink()  # a hand-edited folder, as saved before the record
     with pytest.raises(ValueError, match=r"missing tensor\(s\): w_sigma"):
         DAPFSR.from_pretrained(folder)
 
@@ -57,6 +58,7 @@ def test_unexpected_tensor_is_named(saved) -> None:
     tensors = load_file(str(folder / "model.safetensors"))
     tensors["extra.weight"] = torch.zeros(2)
     save_file(tensors, str(folder / "model.safetensors"))
+    (folder / "checksums.json").unlink()  # a hand-edited folder, as saved before the record
     with pytest.raises(ValueError, match=r"unexpected tensor\(s\): extra.weight"):
         DAPFSR.from_pretrained(folder)
 
@@ -132,6 +134,9 @@ def test_sharded_save_round_trips_and_replaces_an_earlier_layout(tmp_path) -> No
     other = next(f for f in shards if f != first)
     broken = dict(index, weight_map={**index["weight_map"], name: other})
     (folder / "model.safetensors.index.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="model.safetensors.index.json: sha256"):  # the recorded hash
+        DAPFSR.from_pretrained(folder)
+    (folder / "checksums.json").unlink()  # as saved before the record: the layout check remains
     with pytest.raises(ValueError, match="does not hold the tensors"):
         DAPFSR.from_pretrained(folder)
 

@@ -206,3 +206,21 @@ def test_cli_adapt_reports_bad_exemplars_in_one_line(tmp_path, model, weights_ca
     assert done.returncode == 2
     assert done.stderr.startswith("dapfsr: error: cannot read the exemplar") and "Traceback" not in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_adapt_refuses_an_out_that_is_an_input_before_adapting(tmp_path, model, capsys) -> None:
+    from PIL import Image
+
+    from facetools_dapfsr.cli.main import main
+
+    base = model.save_pretrained(tmp_path / "base")
+    card = (base / "README.md").read_bytes()
+    photo = tmp_path / "exemplar.png"
+    Image.new("RGB", (64, 64), "grey").save(photo)
+    for out, option in ((base, "--model"), (photo, "--exemplar")):
+        assert main(["adapt", "--exemplar", str(photo), "--model", str(base), "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out} is the {option} input" in err and "Traceback" not in err
+    assert (base / "README.md").read_bytes() == card and sorted(p.name for p in base.iterdir()) == sorted(
+        ["README.md", "checksums.json", "config.json", "model.safetensors", "model_card.json"]
+    )

@@ -150,6 +150,12 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path) -> None:
     state.write_text(good)
     optimizer_file = next(folder.glob("optimizer*.bin"))
     optimizer_file.write_bytes(optimizer_file.read_bytes()[:100])  # truncated
+    # The sha256 recorded in training_state.json notices it first, naming the file ...
+    with pytest.raises(ValueError, match="does not match the recorded") as caught:
+        load_checkpoint(accelerator, folder)
+    assert str(optimizer_file) in str(caught.value)
+    # ... and a checkpoint saved before that record still fails with the checkpoint named.
+    state.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "files_sha256"}))
     with pytest.raises(ValueError, match="cannot be loaded") as caught:
         load_checkpoint(accelerator, folder)
     assert str(folder) in str(caught.value)

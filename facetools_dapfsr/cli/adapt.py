@@ -18,6 +18,7 @@ from pathlib import Path
 
 from facetools_dapfsr.adaptation.damma import DAMMAConfig
 from facetools_dapfsr.data.detection_fallbacks import parse_fallbacks
+from facetools_dapfsr.fileio import check_can_create
 
 
 def _damma_config(args: argparse.Namespace) -> DAMMAConfig:
@@ -31,11 +32,26 @@ def _damma_config(args: argparse.Namespace) -> DAMMAConfig:
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse, before DAMMA runs, an ``--out`` that is one of the inputs (the exemplar, the
+    settings file, the model's folder, whose README.md the adapter's card would replace) or
+    that cannot be created."""
+    inputs = {"--exemplar": args.exemplar, "--exemplar-lr": args.exemplar_lr, "--config": args.config}
+    if args.model is not None and Path(args.model).is_dir():
+        inputs["--model"] = args.model
+    out = args.out.resolve()
+    for option, value in inputs.items():
+        if value is not None and Path(value).resolve() == out:
+            raise ValueError(f"--out {args.out} is the {option} input; choose another folder for the adapter")
+    check_can_create(args.out, f"--out {args.out}")
+
+
 def _adapt(args: argparse.Namespace) -> int:
     from facetools_dapfsr.adaptation.damma import run_damma
     from facetools_dapfsr.adaptation.exemplar import load_exemplar
     from facetools_dapfsr.pipeline.super_resolve import load_model
 
+    check_out(args)
     config = _damma_config(args)
     model = load_model(args.model, revision=args.revision).to(args.device)
     exemplar = load_exemplar(

@@ -7,12 +7,13 @@ machines (each photo is processed once; the main process writes one merged repor
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from facetools_dapfsr.fileio import check_can_create
+from facetools_dapfsr.fileio import check_can_create, remove_stale_temporaries
 from facetools_dapfsr.pipeline.config import (
     REPLACE_MODES,
     PathOptions,
@@ -20,6 +21,7 @@ from facetools_dapfsr.pipeline.config import (
     RealESRGANOptions,
 )
 from facetools_dapfsr.pipeline.inputs import Job
+from facetools_dapfsr.pipeline.io import DEFAULT_MAX_PIXELS
 from facetools_dapfsr.pipeline.routing import FaceChoice
 
 EPILOG = """\
@@ -29,9 +31,16 @@ examples:
   accelerate launch --multi_gpu --num_processes 2 -m facetools_dapfsr.cli.main \
       upscale archive/ -o out/ --model ./my-model --report out/report.json
 
-exit status: 0 when every photo was written, 1 when any photo failed (each is named in the
-report and on stderr), 2 for errors that stop the run (no model, bad options).
+resuming: outputs are written atomically, so a killed run leaves only complete outputs (and
+hidden .tmp files, removed by the next run). Rerun the same command with --skip-existing to
+process only the photos without an output; the report then lists every photo, those skipped
+with status "skipped".
+
+exit status: 0 when every photo was written (or skipped), 1 when any photo failed (each is named
+in the report and on stderr), 2 for errors that stop the run (no model, bad options).
 """
+FACE_FILE = re.compile(r"^(?P<stem>.+)_face\d{2,}_(lr|sr)\.png$")
+"""Names of the files --save-faces writes: ``<output stem>_face<NN>_lr.png`` (and ``_sr``)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -98,6 +107,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--save-faces", type=Path, metavar="DIR", help="also save each face's LR crop and SR result here"
     )
     parser.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report of the run")
+    parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip photos whose output exists and is a complete image (resume a killed run)",
+    )
+    parser.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_PIXELS / 1e6,
+        help="refuse photos of more megapixels than this, before decoding them (default: %(default)g)",
+    )
     parser.add_argument("--detector", default="mtcnn", help="detect stage by name (default: %(default)s)")
     parser.add_argument("--aligner", default="template", help="align stage by name (default: %(default)s)")
     parser.add_argument("--super-resolver", default="dapfsr", help="super_resolve stage by name (default: %(default)s)")
@@ -129,18 +149,47 @@ def parse_face_choice(text: str) -> FaceChoice:
         raise ValueError(f"--faces must be all, largest, center or indices such as 0,2; got {text!r}") from None
 
 
-def check_outputs(jobs: list[Job], report: Path | None, inputs: list[Path]) -> None:
-    """Refuse, before any photo runs, outputs that cannot be written and a --report that would
-    overwrite an input: otherwise the run would fail (or destroy a photo) only at its end."""
+def check_outputs(jobs: list[Job], report: Path | None, inputs: list[Path], save_faces: Path | None = None) -> None:
+    """Refuse, before any photo runs, outputs that cannot be written and a --report or
+    --save-faces that would overwrite an input: otherwise the run would fail (or destroy a
+    photo) only at its end."""
     for folder in sorted({job.output.parent for job in jobs if job.output is not None and job.error is None}):
         check_can_create(folder, "-o")
+    protected = {path.resolve() for path in inputs}
+    if save_faces is not None:
+        if save_faces.resolve() in protected:
+            raise ValueError(f"--save-faces {save_faces} is one of the input photos; give a folder")
+        check_can_create(save_faces, f"--save-faces {save_faces}")
+        stems = {job.output.stem for job in jobs if job.output is not None}
+        for path in sorted(inputs):
+            match = FACE_FILE.match(path.name)
+            if match and match["stem"] in stems and path.resolve().parent == save_faces.resolve():
+                raise ValueError(f"--save-faces {save_faces}: a face crop would overwrite the input {path}")
     if report is None:
         return
-    if report.resolve() in {path.resolve() for path in inputs}:
+    if report.resolve() in protected:
         raise ValueError(f"--report {report} is one of the input photos; choose another file")
     if report.is_dir():
         raise ValueError(f"--report {report} is a folder; give a file name such as {report / 'report.json'}")
     check_can_create(report.parent, f"--report {report}")
+
+
+def remove_stale_outputs(jobs: list[Job], save_faces: Path | None, started: float) -> None:
+    """Remove the hidden temporaries a killed run left for these jobs' outputs (and face crops)."""
+    by_folder: dict[Path, set[str]] = {}
+    for job in jobs:
+        if job.output is not None:
+            by_folder.setdefault(job.output.parent, set()).add(job.output.name)
+    for folder, names in by_folder.items():
+        remove_stale_temporaries(folder, names.__contains__, started)
+    if save_faces is not None:
+        stems = {job.output.stem for job in jobs if job.output is not None}
+
+        def is_face_file(name: str) -> bool:
+            match = FACE_FILE.match(name)
+            return bool(match) and match["stem"] in stems
+
+        remove_stale_temporaries(save_faces, is_face_file, started)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,7 +203,10 @@ def run(args: argparse.Namespace) -> int:
     from facetools_dapfsr.pipeline.sharding import open_shard
 
     started = time.perf_counter()
+    started_at = time.time()  # temporaries older than this are a killed run's, not ours
     face_choice = parse_face_choice(args.faces)
+    if not args.max_megapixels > 0:
+        raise ValueError(f"--max-megapixels must be positive, got {args.max_megapixels}")
     config = PipelineConfig(
         detector=args.detector,
         aligner=args.aligner,
@@ -185,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if not jobs:
         raise FileNotFoundError("no input photos")
-    check_outputs(jobs, args.report, files)
+    check_outputs(jobs, args.report, files, args.save_faces)
 
     try:
         pipeline = FacePipeline.from_config(config)
@@ -193,13 +245,26 @@ def run(args: argparse.Namespace) -> int:
         # An installed plugin implements a hook that does not exist (often a misspelling).
         raise PluginError(f"invalid facetools plugin: {error}") from error
     mine = shard.take(jobs)
+    remove_stale_outputs(mine, args.save_faces, started_at)
+    if args.report is not None and shard.is_main:
+        remove_stale_temporaries(args.report.parent, args.report.name.__eq__, started_at)
     records = []
     progress = tqdm(
         mine, desc="upscale", unit="photo", disable=args.no_progress or not shard.is_local_main, file=sys.stderr
     )
     for job in progress:
-        record = process_job(pipeline, job, save_faces=args.save_faces, rank=shard.rank, faces=face_choice)
-        if record["status"] != "ok":
+        record = process_job(
+            pipeline,
+            job,
+            save_faces=args.save_faces,
+            rank=shard.rank,
+            faces=face_choice,
+            skip_existing=args.skip_existing,
+            max_pixels=round(args.max_megapixels * 1e6),
+        )
+        for warning in record.get("warnings", []):
+            progress.write(f"dapfsr: warning: {record['input']}: {warning}", file=sys.stderr)
+        if record["status"] == "failed":
             # Errors usually name the file already; name it once either way.
             message = record["error"] if record["input"] in record["error"] else f"{record['input']}: {record['error']}"
             progress.write(f"dapfsr: failed: {message}", file=sys.stderr)
@@ -207,15 +272,18 @@ def run(args: argparse.Namespace) -> int:
     progress.close()
 
     everything = shard.gather(records)
-    failed = [record for record in everything if record["status"] != "ok"]
+    failed = [record for record in everything if record["status"] == "failed"]
+    skipped = [record for record in everything if record["status"] == "skipped"]
     if shard.is_main:
         if args.report is not None:
             report = build_report(everything, _settings(args, config), shard.world_size, time.perf_counter() - started)
             write_json_atomic(report, args.report)
         faces = sum(len(record.get("faces", [])) for record in everything)
+        done = len(everything) - len(failed) - len(skipped)
         print(
-            f"upscaled {len(everything) - len(failed)} of {len(everything)} photos ({faces} faces) "
-            f"x{config.scale:g} -> {args.output}" + (f"; {len(failed)} failed" if failed else ""),
+            f"upscaled {done} of {len(everything)} photos ({faces} faces) x{config.scale:g} -> {args.output}"
+            + (f"; {len(skipped)} skipped (output exists)" if skipped else "")
+            + (f"; {len(failed)} failed" if failed else ""),
             file=sys.stderr,
         )
     shard.finish()
@@ -245,4 +313,6 @@ def _settings(args: argparse.Namespace, config: PipelineConfig) -> dict[str, Any
             "post": list(config.post_processors),
         },
         "save_faces": None if args.save_faces is None else str(args.save_faces),
+        "skip_existing": args.skip_existing,
+        "max_megapixels": args.max_megapixels,
     }

@@ -39,7 +39,15 @@ from safetensors.torch import save_file
 
 from facetools_dapfsr.fileio import atomic_path, atomic_write_text, sha256_file
 from facetools_dapfsr.hub.cards import README_NAME, card_template, licence_section, metrics_table
-from facetools_dapfsr.hub.checkpoint import CONFIG_NAME, MAX_LISTED, read_safetensors, resolve_file
+from facetools_dapfsr.hub.checkpoint import (
+    CONFIG_NAME,
+    MAX_LISTED,
+    external_prefixes,
+    read_safetensors,
+    resolve_file,
+    stored_state_dict,
+)
+from facetools_dapfsr.integrity import IntegrityError, check_finite
 
 if TYPE_CHECKING:
     from facetools_dapfsr.models.dapfsr import DAPFSR
@@ -239,6 +247,9 @@ class Adapter:
             )
         try:
             tensors = read_safetensors(weights_path)
+            # The recorded sha256 proves the file is the one saved, not that it is usable: an
+            # adapter of NaNs (a diverged DAMMA run, or a hash re-recorded) would paste black faces.
+            check_finite(tensors, weights_path)
         except ValueError as error:
             raise AdapterError(str(error)) from error
         adapter = cls(config=config, tensors=tensors)
@@ -320,8 +331,19 @@ def _is_local_path(text: str) -> bool:
 
 
 # -- base model identity ---------------------------------------------------------------------
+FINGERPRINT_DTYPE = torch.float16
+"""Floating tensors are hashed as this dtype: the precision the built-in model ships in, so a
+model keeps its fingerprint when it is cast to float16 or back (``half()`` rounds exactly as the
+hash does). A cast to bfloat16 rounds differently and changes it: attach adapters before such a
+cast, or use autocast."""
+
+
 def tensor_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over names, dtypes, shapes and raw bytes of ``tensors`` (in name order)."""
+    """sha256 over names, dtypes, shapes and raw bytes of ``tensors`` (in name order).
+
+    The fingerprint adapters recorded before format 2 of :func:`model_fingerprint`; still
+    accepted (see :meth:`AdapterRegistry.check_compatible`).
+    """
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
@@ -330,11 +352,37 @@ def tensor_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def model_fingerprint(model: DAPFSR, overrides: Mapping[str, torch.Tensor] | None = None) -> str:
-    """Content hash of a model's whole state dict, with ``overrides`` substituted by name."""
-    state = dict(model.state_dict())
-    state.update(overrides or {})
-    return tensor_fingerprint(state)
+def model_fingerprint(model: DAPFSR) -> str:
+    """What identifies a base model for its adapters, whatever its dtype, device or cache.
+
+    The sha256 of the tensors a checkpoint of the model stores, floating ones rounded to
+    :data:`FINGERPRINT_DTYPE`, plus, for a decoder that comes from the weights cache (the FFHQ
+    prior), the identity of its source: the pinned artifacts' sha256 and the converter and its
+    revision. The converted tensors themselves are left out: converting the same artifact again
+    (another machine, another thread count) may change their last bits, not the model.
+    """
+    digest = hashlib.sha256(b"dapfsr-fingerprint-2\n")
+    stored = stored_state_dict(model)
+    for name in sorted(stored):
+        tensor = stored[name].detach().cpu()
+        kind = "float" if tensor.is_floating_point() else str(tensor.dtype)
+        if tensor.is_floating_point():
+            tensor = tensor.to(FINGERPRINT_DTYPE)
+        digest.update(f"{name}|{kind}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    if external_prefixes(model.config):
+        from facetools_dapfsr.weights.sources import get_source
+
+        source = get_source(model.config.decoder.weights)  # type: ignore[union-attr]
+        artifacts = sorted(f"{a.package}=={a.version}:{a.sha256}" for a in source.artifacts)
+        digest.update(f"external|{source.name}|{source.converter}|{source.revision}|{','.join(artifacts)}\n".encode())
+    return digest.hexdigest()
+
+
+def legacy_model_fingerprint(model: DAPFSR) -> str:
+    """The fingerprint adapters recorded before :func:`model_fingerprint` left out the prior's
+    converted tensors and the dtype: every tensor of the state dict, as held."""
+    return tensor_fingerprint(model.state_dict())
 
 
 def record_base_source(model: DAPFSR, model_id_or_path: str | Path, revision: str | None) -> None:
@@ -369,10 +417,19 @@ class AdapterRegistry:
         parameters = dict(model.named_parameters())
         self.base: dict[str, torch.Tensor] = {name: parameters[name].detach().clone() for name in names}
         self.base_sha256 = model_fingerprint(model)
+        self._legacy_sha256: str | None = None
         self.base_model, self.base_revision = model.__dict__.get("_dapfsr_base_source", (None, None))
         self.adapters: dict[str, Adapter] = {}
         self.active: str | None = None
         self._suspended = 0  # depth of nested disable() blocks
+
+    def legacy_sha256(self) -> str:
+        """The base model's fingerprint as adapters made before fingerprint format 2 recorded it
+        (computed on first need, from the base values: no adapter applied)."""
+        if self._legacy_sha256 is None:
+            with self.disable():
+                self._legacy_sha256 = legacy_model_fingerprint(self.model)
+        return self._legacy_sha256
 
     # -- checks -----------------------------------------------------------------------------
     def check_compatible(self, adapter: Adapter, source: str) -> None:
@@ -404,7 +461,7 @@ class AdapterRegistry:
             problems.append(f"shape mismatch: {'; '.join(mismatched[:MAX_LISTED])}{more}")
         if problems:
             raise AdapterError(f"adapter {source} does not fit this model: {'; '.join(problems)}")
-        if config.base_model_sha256 != self.base_sha256:
+        if config.base_model_sha256 != self.base_sha256 and config.base_model_sha256 != self.legacy_sha256():
             made_for = config.base_model or "an unrecorded model"
             if config.base_revision:
                 made_for += f"@{config.base_revision}"
@@ -499,6 +556,10 @@ def load_adapter(
 
 
 def add_adapter(model: DAPFSR, adapter: Adapter, adapter_name: str, set_active: bool = True) -> str:
+    try:
+        check_finite(adapter.tensors, f"adapter {adapter_name!r}")
+    except IntegrityError as error:
+        raise AdapterError(str(error)) from error
     registry_of(model).add(adapter, adapter_name, f"{adapter_name!r}", set_active)
     return adapter_name
 

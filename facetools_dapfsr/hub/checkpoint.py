@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from facetools_dapfsr.config import DAPFSRConfig, MobileStyleGANConfig
 from facetools_dapfsr.fileio import atomic_path, atomic_write_text
+from facetools_dapfsr.integrity import CHECKSUMS_NAME, check_finite, read_checksums, verify_file, write_checksums
 
 if TYPE_CHECKING:
     from facetools_dapfsr.hub.cards import ModelCardInfo
@@ -120,6 +121,8 @@ def save_model(
         index = {"metadata": plan.metadata, "weight_map": plan.tensor_to_filename}
         atomic_write_text(directory / WEIGHTS_INDEX_NAME, json.dumps(index, indent=2, sort_keys=True) + "\n")
         written.add(directory / WEIGHTS_INDEX_NAME)
+    # The weights' sha256, checked at load: a flipped byte inside a tensor still parses.
+    write_checksums(directory, [path.name for path in written])
     for path in stale:  # a previous save with another layout must not be read back
         if path not in written:
             path.unlink(missing_ok=True)
@@ -138,27 +141,51 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_weights(model_id_or_path: str | Path, revision: str | None = None) -> tuple[dict[str, torch.Tensor], Path]:
-    """The checkpoint's tensors, from ``model.safetensors`` or the files its index lists."""
+    """The checkpoint's tensors, from ``model.safetensors`` or the files its index lists.
+
+    Every file is checked against the sha256 that ``checksums.json`` records for it (folders
+    saved before that file existed are read unchecked), and every tensor must be finite.
+    """
+    checksums = read_folder_checksums(model_id_or_path, revision)
+
+    def read(path: Path) -> dict[str, torch.Tensor]:
+        if path.name in checksums:
+            verify_file(path, checksums[path.name])
+        tensors = read_safetensors(path)
+        check_finite(tensors, path)
+        return tensors
+
     try:
         path = resolve_file(model_id_or_path, WEIGHTS_NAME, revision)
-        return read_safetensors(path), path
+        return read(path), path
     except FileNotFoundError as single_error:
         try:
             index_path = resolve_file(model_id_or_path, WEIGHTS_INDEX_NAME, revision)
         except FileNotFoundError:
             raise single_error from None
+    if index_path.name in checksums:
+        verify_file(index_path, checksums[index_path.name])
     try:
         weight_map = json.loads(index_path.read_text())["weight_map"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{index_path}: not a safetensors index ({error})") from error
     tensors: dict[str, torch.Tensor] = {}
     for filename in sorted(set(weight_map.values())):
-        shard = read_safetensors(resolve_file(model_id_or_path, filename, revision))
+        shard = read(resolve_file(model_id_or_path, filename, revision))
         listed = {name for name, file in weight_map.items() if file == filename}
         if set(shard) != listed:
             raise ValueError(f"{filename} does not hold the tensors {index_path.name} lists for it")
         tensors.update(shard)
     return tensors, index_path
+
+
+def read_folder_checksums(model_id_or_path: str | Path, revision: str | None = None) -> dict[str, str]:
+    """The model's recorded ``file name -> sha256``; empty for a model saved without a record."""
+    try:
+        path = resolve_file(model_id_or_path, CHECKSUMS_NAME, revision)
+    except FileNotFoundError:
+        return {}
+    return read_checksums(path)
 
 
 def check_tensors(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:

@@ -12,7 +12,13 @@ from typing import Any
 
 from facetools_dapfsr.fileio import atomic_write_text
 from facetools_dapfsr.pipeline.inputs import Job
-from facetools_dapfsr.pipeline.io import ImageReadError, read_image, save_image
+from facetools_dapfsr.pipeline.io import (
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    complete_image_size,
+    read_image,
+    save_image,
+)
 from facetools_dapfsr.pipeline.pipeline import FacePipeline, StageError
 from facetools_dapfsr.pipeline.routing import FaceChoice
 
@@ -21,15 +27,25 @@ REPORT_VERSION = 1
 
 
 def process_job(
-    pipeline: FacePipeline, job: Job, save_faces: Path | None = None, rank: int = 0, faces: FaceChoice = "all"
+    pipeline: FacePipeline,
+    job: Job,
+    save_faces: Path | None = None,
+    rank: int = 0,
+    faces: FaceChoice = "all",
+    skip_existing: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
     """Upscale one photo file; never raises for a bad photo or a failing stage.
 
     ``faces`` chooses the faces processed (:func:`~facetools_dapfsr.pipeline.routing.select_faces`).
+    With ``skip_existing``, a photo whose output exists and decodes completely is not redone
+    (outputs are written atomically, so one that exists is one an earlier run finished).
+    ``max_pixels`` is the photo's pixel budget (:func:`~facetools_dapfsr.pipeline.io.read_image`).
 
     Returns:
-        A JSON-ready record: ``status`` is ``ok`` or ``failed``; failures carry ``error`` and
-        ``step`` (``input``, ``read``, ``<kind>:<stage>`` or ``write``).
+        A JSON-ready record: ``status`` is ``ok``, ``skipped`` or ``failed``; failures carry
+        ``error`` and ``step`` (``input``, ``read``, ``<kind>:<stage>`` or ``write``); a record may
+        carry ``warnings`` (frames of an animated file left out).
     """
     record: dict[str, Any] = {
         "index": job.index,
@@ -44,8 +60,15 @@ def process_job(
         if job.error is not None:
             record.update(step="input", error=job.error)
             return record
+        if skip_existing and job.output is not None:
+            size = complete_image_size(job.output)
+            if size is not None:
+                record.update(status="skipped", reason="output exists (--skip-existing)", output_size=list(size))
+                return record
         step = "read"
-        loaded = read_image(job.input)
+        loaded = read_image(job.input, max_pixels=max_pixels)
+        if loaded.warnings:
+            record["warnings"] = loaded.warnings
         record.update(
             mode=loaded.mode,
             exif_transposed=loaded.exif_transposed,
@@ -84,6 +107,7 @@ def build_report(
     """The run report: settings, a summary and the records ordered as the inputs were given."""
     images = sorted(records, key=lambda record: record["index"])
     ok = [record for record in images if record["status"] == "ok"]
+    skipped = [record for record in images if record["status"] == "skipped"]
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -93,7 +117,8 @@ def build_report(
         "summary": {
             "images": len(images),
             "succeeded": len(ok),
-            "failed": len(images) - len(ok),
+            "skipped": len(skipped),
+            "failed": len(images) - len(ok) - len(skipped),
             "faces": sum(len(record.get("faces", [])) for record in ok),
             "wall_seconds": round(wall_seconds, 3),
         },

@@ -2,12 +2,15 @@
 
 Every photo enters the pipeline as a float tensor ``[3, H, W]`` in ``[0, 1]``, whatever it was
 on disk: EXIF orientation applied; grey, palette, CMYK and 16-bit data converted to RGB;
-transparency composited over white (output formats such as JPEG cannot hold it).
+transparency composited over white (output formats such as JPEG cannot hold it). Of an animated
+or multi-page file (GIF, APNG, TIFF) the first frame is read, with a warning. A photo of more
+pixels than the budget (:data:`DEFAULT_MAX_PIXELS`) is refused before it is decoded.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,9 @@ from facetools_dapfsr.fileio import atomic_path
 
 JPEG_QUALITY = 95
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+DEFAULT_MAX_PIXELS = 64_000_000
+"""Pixel budget of a photo (64 MP: its float copy alone is 768 MB, and the output is larger by the
+scale squared). Checked from the header, before decoding; ``dapfsr upscale --max-megapixels``."""
 
 
 class ImageReadError(ValueError):
@@ -33,24 +39,48 @@ class LoadedImage:
     """Pillow mode of the file (``RGB``, ``L``, ``I;16``, ``RGBA``...)."""
     exif_transposed: bool
     """Whether an EXIF orientation tag rotated or flipped the pixels."""
+    frames: int = 1
+    """Frames (or pages) in the file; only the first is read."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """What was left out of the file, for the run's report and stderr."""
+        if self.frames > 1:
+            return [f"{self.frames} frames (animated or multi-page); only the first is upscaled"]
+        return []
 
     @property
     def is_grey(self) -> bool:
         return self.mode in GREY_MODES
 
 
-def read_image(path: str | os.PathLike[str]) -> LoadedImage:
+def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Read a photo file.
 
+    Args:
+        max_pixels: refuse a photo of more pixels (width x height) than this; None: no budget
+            of ours (Pillow still refuses images over twice ``PIL.Image.MAX_IMAGE_PIXELS``).
     Raises:
-        ImageReadError: the file is missing, empty, corrupt or not an image format Pillow reads.
+        ImageReadError: the file is missing, empty, corrupt, over the pixel budget, or not an
+            image format Pillow reads.
     """
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise ImageReadError(f"{path}: empty file")
-        with Image.open(path) as opened:
+        with warnings.catch_warnings():
+            # Our budget (below) replaces Pillow's raw DecompressionBombWarning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened_file = Image.open(path)
+        with opened_file as opened:
+            width, height = opened.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageReadError(
+                    f"{path}: {width}x{height} is {width * height / 1e6:.3g} MP, over the pixel budget of "
+                    f"{max_pixels / 1e6:g} MP (raise it with --max-megapixels, or downscale the photo)"
+                )
             mode = opened.mode
+            frames = int(getattr(opened, "n_frames", 1))
             upright = ImageOps.exif_transpose(opened)
             exif_transposed = _has_orientation(opened)
             upright.load()  # decode now so that truncated files fail here, inside the try
@@ -59,9 +89,27 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
         raise
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not a supported image format") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ImageReadError(f"{path}: cannot read image ({error})") from None
-    return LoadedImage(image=image, mode=mode, exif_transposed=exif_transposed)
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{path}: too many pixels for Pillow to open ({error})") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as error:
+        raise ImageReadError(f"{path}: cannot read image ({type(error).__name__}: {error})") from None
+    return LoadedImage(image=image, mode=mode, exif_transposed=exif_transposed, frames=frames)
+
+
+def complete_image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """``(width, height)`` of an image file that decodes to its end, else None.
+
+    How ``--skip-existing`` tells an output of an earlier run (written atomically, so complete)
+    from a file cut short by something else.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image.size
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return None
 
 
 def _has_orientation(image: Image.Image) -> bool:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,15 +53,18 @@ class Enhanced:
 def as_photo(image: ImageInput, channel_order: str = "rgb") -> tuple[torch.Tensor, bool]:
     """Any supported input -> (``[3, H, W]`` float in ``[0, 1]``, whether it is grey).
 
-    Paths go through the reader of ``dapfsr upscale`` (EXIF orientation, 16-bit, transparency);
-    PIL images through its pixel conversion (16-bit, transparency), as they are. Arrays are ``[H, W]`` or ``[H, W, 3]``, uint8 (0-255) or float
-    (0-1), in ``channel_order`` (``"rgb"``, or ``"bgr"`` for OpenCV). Tensors are ``[3, H, W]``
-    or ``[H, W]``, uint8 or float in ``[0, 1]``.
+    Paths go through the reader of ``dapfsr upscale`` (EXIF orientation, 16-bit, transparency,
+    the pixel budget; the first frame of an animated file, with a ``UserWarning``); PIL images
+    through its pixel conversion (16-bit, transparency), as they are. Arrays are ``[H, W]`` or
+    ``[H, W, 3]``, uint8 (0-255) or float (0-1), in ``channel_order`` (``"rgb"``, or ``"bgr"``
+    for OpenCV). Tensors are ``[3, H, W]`` or ``[H, W]``, uint8 or float in ``[0, 1]``.
     """
     if channel_order not in ("rgb", "bgr"):
         raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
     if isinstance(image, (str, os.PathLike)):
         loaded = read_image(Path(image))
+        for note in loaded.warnings:  # frames of an animated file are left out: say so
+            warnings.warn(f"{image}: {note}", UserWarning, stacklevel=2)
         return loaded.image, loaded.is_grey
     if isinstance(image, Image.Image):
         return to_rgb_tensor(image), image.mode in GREY_MODES

@@ -11,15 +11,27 @@ A checkpoint is written to ``.incomplete-step_...`` and renamed when every proce
 writing, so a run killed while saving leaves no folder that ``--resume latest`` would pick.
 All processes must call :func:`save_checkpoint` and :func:`load_checkpoint` (DeepSpeed writes
 per-rank shards); the output folder must be shared by all machines (a network file system).
+
+``training_state.json`` records the sha256 of every other file of the checkpoint. Resuming checks
+them all, and that the safetensors tensors are finite, before anything is loaded: a checkpoint
+with a flipped byte is refused naming the file instead of resuming into a model of ``inf``.
+Checkpoints saved before the record existed resume unchecked.
+
+Trusted input only: ``optimizer.bin``, ``scheduler.bin`` and ``random_states_*.pkl`` are written
+by ``accelerator.save_state`` with ``torch.save`` and read back with ``torch.load``, and a
+DeepSpeed checkpoint (ZeRO shards) is unpickled by DeepSpeed. Unpickling runs code: resume only
+checkpoints your own runs wrote. The sha256 record refuses a checkpoint changed after its run
+saved it, but whoever can write the folder can rewrite the record too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from facetools_dapfsr.fileio import atomic_path, atomic_write_text
+from facetools_dapfsr.integrity import check_finite, file_hashes, verify_file
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -51,6 +64,9 @@ class TrainingState:
     batch_size: int = 1
     gradient_accumulation_steps: int = 1
     seed: int = 0
+    files_sha256: dict[str, str] = field(default_factory=dict)
+    """sha256 of every other file of the checkpoint (relative path -> digest), written at save
+    and checked before a resume loads anything; empty in checkpoints made before the record."""
 
     def to_json_string(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -63,7 +79,11 @@ class TrainingState:
         except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError) as error:
             raise ValueError(f"{path}: not a valid training state ({error}); resume from another checkpoint") from error
         for name, value in asdict(state).items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if name == "files_sha256":
+                pairs = value.items() if isinstance(value, dict) else [(None, None)]
+                if not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+                    raise ValueError(f"{path}: files_sha256 must map file names to sha256 strings, got {value!r}")
+            elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{path}: {name} must be a non-negative integer, got {value!r}")
         return state
 
@@ -127,11 +147,14 @@ def save_checkpoint(
         shutil.rmtree(incomplete)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(incomplete))
+    accelerator.wait_for_everyone()  # every rank's shards are written before they are hashed
     if accelerator.is_main_process:
         for name, module in (extra_modules or {}).items():
             tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
             with atomic_path(incomplete / f"{name}.safetensors") as tmp:
                 save_file(tensors, str(tmp))
+        files = [p.relative_to(incomplete).as_posix() for p in incomplete.rglob("*") if p.is_file()]
+        state = dataclasses.replace(state, files_sha256=file_hashes(incomplete, files))
         atomic_write_text(incomplete / STATE_NAME, state.to_json_string())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -153,6 +176,7 @@ def load_checkpoint(
     # The step counter first: a checkpoint whose state cannot be read is refused before any
     # weights are touched.
     state = TrainingState.from_json_file(path / STATE_NAME)
+    verify_checkpoint(path, state)
     try:
         accelerator.load_state(str(path))
         for name, module in (extra_modules or {}).items():
@@ -160,3 +184,16 @@ def load_checkpoint(
     except Exception as error:  # truncated or corrupt files raise whatever their reader raises
         raise ValueError(f"checkpoint {path} cannot be loaded (truncated or corrupt file?): {error}") from error
     return state
+
+
+def verify_checkpoint(path: Path, state: TrainingState) -> None:
+    """Raise ``ValueError`` naming the file unless every file the state records is intact and
+    every safetensors file holds finite tensors; runs before any file is unpickled."""
+    for name, digest in sorted(state.files_sha256.items()):
+        verify_file(path / name, digest)
+    for weights in sorted(path.rglob("*.safetensors")):
+        try:
+            tensors = load_file(str(weights))
+        except Exception as error:  # whatever safetensors raises for a bad file
+            raise ValueError(f"{weights}: cannot read safetensors file (truncated or corrupt?): {error}") from error
+        check_finite(tensors, weights)

@@ -9,7 +9,9 @@ against the PyTorch port as we go, so an IR that differs fails loudly instead of
 a silently wrong model.
 
 Beyond the exported weights, the state dict holds what the decoder needs and the export lacks,
-all computed here, deterministically (fixed seeds):
+all computed here, deterministically (fixed seeds, and one CPU thread: a parallel reduction may
+sum in an order that depends on the thread count; two conversions were seen to differ in the last
+bits of five tensors):
 
 - ``w_mean``, ``w_std``: per-dimension W statistics over 10,000 mapped samples;
 - ``frame_landmarks``: the FFHQ frame's mean 5-point landmarks (MTCNN on rendered faces), which
@@ -21,6 +23,7 @@ all computed here, deterministically (fixed seeds):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -58,6 +61,19 @@ aligned, so 32 faces pin the mean landmarks to well under a pixel."""
 HEAD_RIDGE = 1e-4
 """Relative ridge regularisation of the head fits (keeps them well-posed on dead channels)."""
 MTCNN_MIN_PROBABILITY = 0.99
+CONVERSION_THREADS = 1
+"""CPU threads of the computed tensors' arithmetic: fixed, so that every machine sums alike."""
+
+
+@contextlib.contextmanager
+def fixed_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch CPU threads, then restore the caller's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def convert(extracted: Mapping[str, Path]) -> dict[str, torch.Tensor]:
@@ -84,7 +100,7 @@ def convert(extracted: Mapping[str, Path]) -> dict[str, torch.Tensor]:
             f"IR does not match the decoder: unexpected {sorted(unexpected)}, "
             f"missing {sorted(set(missing) - computed)}"
         )
-    with torch.no_grad():
+    with torch.no_grad(), fixed_threads(CONVERSION_THREADS):
         # The base class measures the statistics; the decoder itself only returns stored ones.
         w_mean, w_std = Decoder.w_statistics(decoder, W_STAT_SAMPLES, seed=W_STAT_SEED)
         decoder.w_mean.copy_(w_mean)
