@@ -103,19 +103,22 @@ def load_exemplar(
     lr_path: str | os.PathLike[str] | None = None,
     lr_size: int = 16,
     fallbacks: Sequence[str] = DEFAULT_FALLBACKS,
+    landmarks: np.ndarray | None = None,
 ) -> Exemplar:
     """Read and align an exemplar photo (and its LR face, if given).
 
     The LR image, when given, must already be the face as the model's LR input sees it (aligned
     like the HR face); it is resized to ``lr_size`` if needed (antialiased area-style).
     ``fallbacks``: what the face search tries when the photo as it is shows no face
-    (:func:`find_landmarks`).
+    (:func:`find_landmarks`). ``landmarks [5, 2]`` (the photo's pixel coordinates, the
+    template's order) skip the search: a user's own detector, a manual annotation, or the
+    template points of an already aligned crop (``template_points(side)``).
 
     Raises:
         ExemplarError: a file cannot be read, or the HR photo holds no face.
     """
     photo = read_photo(path)
-    found = find_landmarks(photo, fallbacks)
+    found = find_landmarks(photo, fallbacks) if landmarks is None else (np.asarray(landmarks, dtype=np.float64), None)
     if found is None:
         tried = ", ".join(fallbacks) if fallbacks else "none (--detector-fallbacks none)"
         raise ExemplarError(

@@ -16,6 +16,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
+
 from facetools_dapfsr.adaptation.damma import DAMMAConfig
 from facetools_dapfsr.data.detection_fallbacks import parse_fallbacks
 from facetools_dapfsr.fileio import check_can_create
@@ -46,6 +48,31 @@ def check_out(args: argparse.Namespace) -> None:
     check_can_create(args.out, f"--out {args.out}")
 
 
+def _given_landmarks(args: argparse.Namespace) -> np.ndarray | None:
+    """The exemplar's landmarks from --aligned or --landmarks, or None (the detector finds them)."""
+    from facetools_dapfsr.data.alignment import template_points
+    from facetools_dapfsr.evaluation.protocol import read_landmarks
+
+    if args.landmarks is not None:
+        given = read_landmarks(args.landmarks)
+        name = Path(args.exemplar).name
+        if name not in given:
+            raise ValueError(f"{args.landmarks} holds no landmarks for the exemplar {name}")
+        return given[name]
+    if args.aligned:
+        from PIL import Image
+
+        try:
+            with Image.open(args.exemplar) as image:
+                width, height = image.size
+        except OSError as error:
+            raise ValueError(f"cannot read the exemplar: {error}") from error
+        if width != height:
+            raise ValueError(f"--aligned: the exemplar {args.exemplar} is {width}x{height}, not a square template crop")
+        return template_points(width)
+    return None
+
+
 def _adapt(args: argparse.Namespace) -> int:
     from facetools_dapfsr.adaptation.damma import run_damma
     from facetools_dapfsr.adaptation.exemplar import load_exemplar
@@ -60,6 +87,7 @@ def _adapt(args: argparse.Namespace) -> int:
         lr_path=args.exemplar_lr,
         lr_size=model.config.lr_size,
         fallbacks=args.detector_fallbacks,
+        landmarks=_given_landmarks(args),
     )
     if exemplar.fallback is not None:
         print(f"the exemplar's face was found by the detection fallback {exemplar.fallback!r}")
@@ -95,6 +123,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model", metavar="M", help="source-trained model: folder or Hub repo id (default: the built-in model)"
     )
     parser.add_argument("--revision", help="revision of the model's Hub repo (branch, tag or commit)")
+    parser.add_argument(
+        "--aligned",
+        action="store_true",
+        help="the exemplar is already the model's template crop (square, any size): no detector runs",
+    )
+    parser.add_argument(
+        "--landmarks",
+        type=Path,
+        metavar="FILE",
+        help="the exemplar's five landmarks in a JSON or CSV file keyed by file name (as dapfsr evaluate "
+        "--landmarks reads): no detector runs",
+    )
     parser.add_argument(
         "--detector-fallbacks",
         type=parse_fallbacks,

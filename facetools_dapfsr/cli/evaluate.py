@@ -74,7 +74,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     methods = build_methods(
         names, pulse=pulse, finetune=finetune, adain=adain, damma=damma, source_faces=source_faces
     )
-    target = Domain.from_folder(args.target, show_progress=not args.quiet, fallbacks=protocol.detector_fallbacks)
+    target = Domain.from_folder(
+        args.target,
+        show_progress=not args.quiet,
+        fallbacks=protocol.detector_fallbacks,
+        aligned=args.aligned,
+        landmarks=args.landmarks,
+    )
     for note in target.skipped:
         print(f"note: {note}")
     scorer = Scorer.from_weights_cache(
@@ -129,6 +135,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how LR inputs are made: 'paper' (random affine, then bicubic to the LR size; the default), "
         "'realistic' (LR side 8-64 px, blur, noise, JPEG, resized to the model's LR size), or a JSON "
         "file of DegradationConfig fields",
+    )
+    parser.add_argument(
+        "--aligned",
+        action="store_true",
+        help="the target images are already the model's template crop (square, any size): no detector runs",
+    )
+    parser.add_argument(
+        "--landmarks",
+        type=Path,
+        metavar="FILE",
+        help="five landmarks per target image (JSON: name -> [[x, y] x 5], or CSV: name,x1,y1,...,x5,y5; "
+        "left eye, right eye, nose, left and right mouth corner as seen in the image): no detector runs",
     )
     parser.add_argument(
         "--detector-fallbacks",

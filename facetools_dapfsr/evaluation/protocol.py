@@ -121,8 +121,14 @@ class Domain:
         show_progress: bool = False,
         max_images: int | None = None,
         fallbacks: Sequence[str] = DEFAULT_FALLBACKS,
+        aligned: bool = False,
+        landmarks: str | os.PathLike[str] | None = None,
     ) -> Domain:
         """Open a folder of faces; Extended Yale B is recognised by its file names.
+
+        No detector runs when the faces come ``aligned`` (every image is already the model's
+        template crop, square, any size) or with a ``landmarks`` file (:func:`read_landmarks`);
+        Yale B file names still give their subjects and lighting splits.
 
         ``max_images`` limits a generic folder to its first images (as listed), so that a large
         source folder is not scanned for faces in full. ``fallbacks``: what the landmark search
@@ -134,6 +140,8 @@ class Domain:
         root = Path(folder)
         if not root.is_dir():
             raise ProtocolError(f"{folder}: no such folder")
+        if aligned or landmarks is not None:
+            return _given_landmarks_domain(root, aligned, landmarks, max_images)
         yaleb = sorted(p for p in root.rglob("*.png") if YALEB_PATTERN.match(p.name))
         if yaleb:
             return _yaleb_domain(root, yaleb, show_progress, tuple(fallbacks))
@@ -265,6 +273,92 @@ def _folder_domain(root: Path, show_progress: bool, max_images: int | None, fall
     images.sort(key=lambda item: item.path)  # listing order must not change the seeded splits
     skipped = [faces.report.summary()] if faces.report.kept < faces.report.total else []
     return Domain(name=root.name, kind="folder", images=images, skipped=skipped)
+
+
+def read_landmarks(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Five landmarks per image from a JSON object (``{"name.png": [[x, y] x 5]}``) or a CSV
+    file (rows ``name,x1,y1,...,x5,y5``; a header row is allowed), keyed by file name. The
+    points are pixel coordinates of the image, in the template's order: left eye, right eye,
+    nose, left and right mouth corners (as seen in the image)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ProtocolError(f"cannot read the landmarks file {path}: {error}") from error
+    rows: dict[str, Any]
+    if path.suffix.lower() == ".json":
+        try:
+            rows = json.loads(text)
+        except ValueError as error:
+            raise ProtocolError(f"{path}: not valid JSON ({error})") from error
+        if not isinstance(rows, dict):
+            raise ProtocolError(f"{path}: expected an object of file name -> five [x, y] points")
+    else:
+        rows = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            cells = [cell.strip() for cell in line.split(",")]
+            if not line.strip() or (number == 1 and not _is_number(cells[-1])):
+                continue  # blank line, or the header
+            rows[cells[0]] = cells[1:]
+    out = {}
+    for name, points in rows.items():
+        try:
+            array = np.asarray(points, dtype=np.float64).reshape(5, 2)
+        except (TypeError, ValueError):
+            raise ProtocolError(f"{path}: the landmarks of {name!r} are not five (x, y) points") from None
+        if not np.isfinite(array).all():
+            raise ProtocolError(f"{path}: the landmarks of {name!r} are not finite")
+        out[Path(name).name] = array
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _given_landmarks_domain(
+    root: Path, aligned: bool, landmarks: str | os.PathLike[str] | None, max_images: int | None
+) -> Domain:
+    from PIL import Image
+
+    from facetools_dapfsr.data.alignment import template_points
+    from facetools_dapfsr.data.faces import IMAGE_EXTENSIONS
+
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if max_images is not None:
+        files = files[:max_images]
+    given = read_landmarks(landmarks) if landmarks is not None else {}
+    images: list[DomainImage] = []
+    skipped: list[str] = []
+    for path in files:
+        if path.name in given:
+            points = given[path.name]
+        elif aligned:
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+            except OSError as error:
+                skipped.append(f"{path.name}: unreadable ({error})")
+                continue
+            if width != height:
+                skipped.append(f"{path.name}: {width}x{height} is not a square template crop")
+                continue
+            points = template_points(width)
+        else:
+            skipped.append(f"{path.name}: not in the landmarks file")
+            continue
+        match = YALEB_PATTERN.match(path.name)
+        identity, condition = (match.group(1), f"A{match.group(2)}E{match.group(3)}") if match else (str(path), "")
+        images.append(DomainImage(str(path), tuple((float(x), float(y)) for x, y in points), identity, condition))
+    if not images:
+        why = "; ".join(skipped[:5]) or "no image files"
+        raise ProtocolError(f"no usable face in {root}: {why}")
+    kind = "yaleb" if all(image.condition for image in images) else "folder"
+    return Domain(name=root.name, kind=kind, images=images, skipped=skipped)
 
 
 # -- splits and draws ---------------------------------------------------------------------------
