@@ -30,7 +30,12 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facetools_dapfsr.data.alignment import align_face
-from facetools_dapfsr.data.detection_fallbacks import DEFAULT_FALLBACKS, detect_with_fallbacks
+from facetools_dapfsr.data.detection_fallbacks import (
+    DEFAULT_FALLBACKS,
+    apply_fallback,
+    detect_with_fallbacks,
+    is_tight_crop,
+)
 from facetools_dapfsr.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -271,6 +276,13 @@ class LandmarkDetector:
         results: list[tuple[np.ndarray, float, str | None] | None] = []
         for image, found in zip(images, self.detect(images), strict=True):
             if found is not None:
+                if "pad" in self.settings.fallbacks and is_tight_crop(found[0], image.shape[1]):
+                    bordered, pad = apply_fallback(image, "pad")
+                    again = self.detect([bordered])[0]
+                    if again is not None:
+                        found = (again[0] - pad, again[1])
+                        results.append((found[0], found[1], "pad"))
+                        continue
                 results.append((found[0], found[1], None))
                 continue
             found, fallback = detect_with_fallbacks(
