@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 TEMPORARY_SUFFIX = ".tmp"
@@ -82,6 +82,24 @@ def check_can_create(folder: str | Path, what: str) -> None:
             if not os.access(existing, os.W_OK | os.X_OK):
                 raise ValueError(f"{what}: {existing} is not writable")
             return
+
+
+def check_not_an_input(output: str | Path, option: str, inputs: Mapping[str, str | Path | None]) -> None:
+    """Raise ``ValueError`` when the output folder ``output`` (given as ``option``) is, or
+    contains, one of ``inputs`` (option name -> path): writing there could replace or delete it.
+
+    Only inputs that exist locally are compared: a Hub id or a preset name is not a path.
+    Checked before any work, so a run never starts that would destroy what it reads.
+    """
+    out = Path(output).resolve()
+    for name, value in inputs.items():
+        if value is None or not Path(value).exists():
+            continue
+        source = Path(value).resolve()
+        if source == out:
+            raise ValueError(f"{option} {output} is the {name} input {value}; choose another folder")
+        if source.is_relative_to(out):
+            raise ValueError(f"{option} {output} contains the {name} input {value}; choose another folder")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -22,8 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facetools_dapfsr.config import DAPFSRConfig
 from facetools_dapfsr.data.faces import FaceDataError
 from facetools_dapfsr.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+from facetools_dapfsr.seeding import (
+    INIT_STREAM,
+    derive_seed,
+    generator_for,
+    seed_global_rngs,
+    seed_step,
+)
 from facetools_dapfsr.training.arguments import (
     TrainingArguments,
     option,
@@ -55,13 +63,6 @@ from facetools_dapfsr.training.reporting import (
     RunReporter,
     finish_run,
 )
-from facetools_dapfsr.seeding import (
-    INIT_STREAM,
-    derive_seed,
-    generator_for,
-    seed_global_rngs,
-    seed_step,
-)
 from facetools_dapfsr.training.setup import (
     broadcast_buffers,
     create_accelerator,
@@ -90,9 +91,21 @@ class DecoderTrainingArguments(TrainingArguments):
     validation_size: int = option(0, "Unused by the decoder recipe (no held-out metric); kept at 0.")
     grid_size: int = option(16, "EMA generator samples (fixed latents) saved at each --validation-every.")
 
+    def input_paths(self) -> dict[str, str | None]:
+        inputs = super().input_paths()
+        # A preset name is not a file, even when a folder of that name exists.
+        inputs["--config"] = None if self.config in DAPFSRConfig.PRESETS else self.config
+        return inputs
+
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(DecoderTrainingArguments, argv, __doc__)
+    try:
+        # Before anything loads: a run must never write over (or prune) what it reads.
+        args.check_output_dir()
+    except ValueError as error:
+        print(f"train_decoder.py: error: {error}", file=sys.stderr)
+        return 2
     accelerator = create_accelerator(args)
     logging.basicConfig(
         level=logging.INFO if accelerator.is_main_process else logging.WARNING,

@@ -40,6 +40,12 @@ from facetools_dapfsr.hub.checkpoint import CONFIG_NAME, read_weights, resolve_f
 from facetools_dapfsr.losses import VGGFeatures, perceptual_loss
 from facetools_dapfsr.metrics.lpips import LPIPS
 from facetools_dapfsr.models.dapfsr import default_model_path
+from facetools_dapfsr.seeding import (
+    INIT_STREAM,
+    derive_seed,
+    seed_global_rngs,
+    seed_step,
+)
 from facetools_dapfsr.training.arguments import EncoderTrainingArguments, parse_arguments
 from facetools_dapfsr.training.checkpointing import (
     TrainingState,
@@ -57,12 +63,6 @@ from facetools_dapfsr.training.pairs import DegradedPairs, PairAugmentation, Syn
 from facetools_dapfsr.training.reporting import (
     RunReporter,
     finish_run,
-)
-from facetools_dapfsr.seeding import (
-    INIT_STREAM,
-    derive_seed,
-    seed_global_rngs,
-    seed_step,
 )
 from facetools_dapfsr.training.schedule import learning_rate_at
 from facetools_dapfsr.training.setup import (
@@ -132,6 +132,12 @@ def masked_target(hr: torch.Tensor, valid: torch.Tensor, sr: torch.Tensor) -> to
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(EncoderTrainingArguments, argv, __doc__)
+    try:
+        # Before anything loads: a run must never write over (or prune) what it reads.
+        args.check_output_dir()
+    except ValueError as error:
+        print(f"train_encoder.py: error: {error}", file=sys.stderr)
+        return 2
     accelerator = create_accelerator(args)
     logging.basicConfig(
         level=logging.INFO if accelerator.is_main_process else logging.WARNING,

@@ -137,6 +137,21 @@ def test_entry_from_another_converter_revision_is_outdated_and_rebuilt(
 
 
 @pytest.mark.slow
+def test_rebuilding_an_entry_gives_the_same_bytes(
+    weights_cache: Path, fetched_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # safetensors writes its metadata map in a random order (per map, even in one process): with
+    # two metadata entries, about half of the rebuilds of identical tensors had another sha256.
+    source = get_source(SMALL_SOURCE)
+    _offline_cache(weights_cache, tmp_path / "cache", source, monkeypatch)
+    hashes = set()
+    for _ in range(8):
+        fetch(source, force=True, progress=False)
+        hashes.add(json.loads((entry_dir(source.name) / "provenance.json").read_text())["safetensors_sha256"])
+    assert len(hashes) == 1
+
+
+@pytest.mark.slow
 def test_wrong_artifact_hash_raises_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # siriusbackbone 1.0.3 is a real 2 kB wheel; the declared hash is deliberately wrong.
     artifact = Artifact("siriusbackbone", "1.0.3", "siriusbackbone-1.0.3-py3-none-any.whl", "0" * 64)

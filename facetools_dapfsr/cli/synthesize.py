@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from facetools_dapfsr.fileio import check_can_create, check_not_an_input
+
 EPILOG = """\
 examples:
   dapfsr synthesize --out runs/synthetic --num-pairs 10000 --seed 0
@@ -51,11 +53,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse, before the model loads, an ``--out`` that is or contains the ``--model`` folder
+    (the pairs' shards and metadata would be written among its files) or that cannot be created."""
+    check_not_an_input(args.out, "--out", {"--model": args.model})
+    check_can_create(args.out, f"--out {args.out}")
+
+
 def run(args: argparse.Namespace) -> int:
     from facetools_dapfsr.data.synthetic import SyntheticPairsConfig, generate_synthetic_pairs
     from facetools_dapfsr.models.dapfsr import DAPFSR
     from facetools_dapfsr.pipeline.sharding import resolve_device
 
+    check_out(args)
     config = SyntheticPairsConfig(
         num_pairs=args.num_pairs,
         seed=args.seed,

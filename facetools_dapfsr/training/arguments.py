@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from facetools_dapfsr.config import DAPFSRConfig
+from facetools_dapfsr.fileio import check_can_create, check_not_an_input
 from facetools_dapfsr.training.schedule import SCHEDULES
 
 T = TypeVar("T", bound="TrainingArguments")
@@ -78,6 +80,18 @@ class TrainingArguments:
         if self.report_to not in ("auto", "tensorboard", "none"):
             raise ValueError(f"--report-to must be auto, tensorboard or none, got {self.report_to!r}")
 
+    # -- inputs and outputs ---------------------------------------------------------------------
+    def input_paths(self) -> dict[str, str | None]:
+        """Options naming files or folders the run reads (a recipe adds its own)."""
+        return {"--data": self.data, "--validation-data": self.validation_data}
+
+    def check_output_dir(self) -> None:
+        """Raise ``ValueError`` when ``--output-dir`` is, or contains, an input (the run writes
+        ``model/``, checkpoints and samples there, and deletes old checkpoints) or cannot be
+        created. Recipes call it before any model loads."""
+        check_not_an_input(self.output_dir, "--output-dir", self.input_paths())
+        check_can_create(self.output_dir, f"--output-dir {self.output_dir}")
+
     # -- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -136,6 +150,20 @@ class EncoderTrainingArguments(TrainingArguments):
     latent_samples: int = option(10_000, "Mapping-network samples for the W statistics of Eq. 2 (native decoder).")
     lr_schedule: str = option("constant", "Learning-rate schedule after warm-up.", SCHEDULES)
     lr_warmup_steps: int = option(0, "Linear learning-rate warm-up over the first N steps.")
+
+    def input_paths(self) -> dict[str, str | None]:
+        inputs = super().input_paths()
+        inputs.update(
+            {
+                # A preset name is not a file, even when a folder of that name exists.
+                "--config": None if self.config in DAPFSRConfig.PRESETS else self.config,
+                "--decoder": self.decoder,
+                "--init-from": None if self.init_from == "default" else self.init_from,
+                "--synthetic-data": self.synthetic_data,
+                "--degradation": self.degradation,
+            }
+        )
+        return inputs
 
     def __post_init__(self) -> None:
         super().__post_init__()

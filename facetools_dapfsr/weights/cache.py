@@ -193,7 +193,10 @@ def _build(source: WeightSource, root: Path, progress: bool) -> None:
             clean[key] = value.detach().cpu().contiguous().clone()
 
         bar.set_postfix_str("write")
-        data = save_safetensors_bytes(clean, metadata={"source": source.name, "format": "pt"})
+        # One metadata entry only: safetensors writes its metadata map in a per-process random
+        # order, so two entries made rebuilds of identical tensors differ in bytes (and sha256).
+        # The source's name is in the provenance beside the file.
+        data = save_safetensors_bytes(clean, metadata={"format": "pt"})
         provenance = {
             "format": PROVENANCE_FORMAT,
             "name": source.name,
