@@ -119,7 +119,9 @@ def photo_files(draw, faces: tuple[Image.Image, ...] = (), max_side: int = 48) -
     return bytes(data)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same examples on every run, so CI cannot fail by chance on a new one; to
+# search further, run locally with a larger max_examples and derandomize=False.
+@settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=photo_files())
 def test_any_file_gives_a_photo_or_an_image_read_error(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "photo.bin"
@@ -160,7 +162,7 @@ def _files_under(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(draw=st.data(), scale=st.sampled_from([1.0, 2.0, 3.5]))
 def test_face_upscaler_gives_a_result_or_an_image_read_error_and_writes_nothing(
     tiny_upscaler, face_photos, weights_cache: Path, tmp_path: Path, draw: st.DataObject, scale: float

@@ -10,6 +10,7 @@ pixels than the budget (:data:`DEFAULT_MAX_PIXELS`) is refused before it is deco
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facetools_dapfsr.fileio import atomic_path
+
+# What Pillow's format plugins raise on corrupt or truncated files besides OSError: the
+# property test of tests/test_photo_reader.py found a TIFF without dimensions raising TypeError.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError, TypeError, KeyError, IndexError, struct.error)
 
 JPEG_QUALITY = 95
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -91,7 +96,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
         raise ImageReadError(f"{path}: not a supported image format") from None
     except Image.DecompressionBombError as error:
         raise ImageReadError(f"{path}: too many pixels for Pillow to open ({error})") from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as error:
+    except DECODE_ERRORS as error:
         raise ImageReadError(f"{path}: cannot read image ({type(error).__name__}: {error})") from None
     return LoadedImage(image=image, mode=mode, exif_transposed=exif_transposed, frames=frames)
 
@@ -108,7 +113,7 @@ def complete_image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
             with Image.open(path) as image:
                 image.load()
                 return image.size
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+    except (*DECODE_ERRORS, Image.DecompressionBombError):
         return None
 
 
