@@ -221,6 +221,9 @@ def test_cli_adapt_refuses_an_out_that_is_an_input_before_adapting(tmp_path, mod
         assert main(["adapt", "--exemplar", str(photo), "--model", str(base), "--out", str(out), "--quiet"]) == 2
         err = capsys.readouterr().err
         assert f"--out {out} is the {option} input" in err and "Traceback" not in err
+    # A folder holding the exemplar: the adapter's README.md and files would land beside it.
+    assert main(["adapt", "--exemplar", str(photo), "--model", str(base), "--out", str(tmp_path), "--quiet"]) == 2
+    assert f"--out {tmp_path} contains the --exemplar input" in capsys.readouterr().err
     assert (base / "README.md").read_bytes() == card and sorted(p.name for p in base.iterdir()) == sorted(
         ["README.md", "checksums.json", "config.json", "model.safetensors", "model_card.json"]
     )

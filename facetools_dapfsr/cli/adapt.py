@@ -20,7 +20,7 @@ import numpy as np
 
 from facetools_dapfsr.adaptation.damma import DAMMAConfig
 from facetools_dapfsr.data.detection_fallbacks import parse_fallbacks
-from facetools_dapfsr.fileio import check_can_create
+from facetools_dapfsr.fileio import check_can_create, check_not_an_input
 
 
 def _damma_config(args: argparse.Namespace) -> DAMMAConfig:
@@ -35,16 +35,18 @@ def _damma_config(args: argparse.Namespace) -> DAMMAConfig:
 
 
 def check_out(args: argparse.Namespace) -> None:
-    """Refuse, before DAMMA runs, an ``--out`` that is one of the inputs (the exemplar, the
-    settings file, the model's folder, whose README.md the adapter's card would replace) or
-    that cannot be created."""
-    inputs = {"--exemplar": args.exemplar, "--exemplar-lr": args.exemplar_lr, "--config": args.config}
+    """Refuse, before DAMMA runs, an ``--out`` that is or holds one of the inputs (the
+    exemplar, the settings file, the landmarks file, the model's folder, whose README.md the
+    adapter's card would replace) or that cannot be created."""
+    inputs = {
+        "--exemplar": args.exemplar,
+        "--exemplar-lr": args.exemplar_lr,
+        "--config": args.config,
+        "--landmarks": args.landmarks,
+    }
     if args.model is not None and Path(args.model).is_dir():
         inputs["--model"] = args.model
-    out = args.out.resolve()
-    for option, value in inputs.items():
-        if value is not None and Path(value).resolve() == out:
-            raise ValueError(f"--out {args.out} is the {option} input; choose another folder for the adapter")
+    check_not_an_input(args.out, "--out", inputs)
     check_can_create(args.out, f"--out {args.out}")
 
 
