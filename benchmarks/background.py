@@ -8,7 +8,7 @@ x4 by each background; PSNR, LPIPS-alex, LPIPS-vgg and sharpness (mean absolute 
 luma, as the paste stage's "sharper" rule) against the halved photo. ``--out`` saves a crop
 bicubic | realesrgan | original.
 
-    OMP_NUM_THREADS=1 python benchmarks/background.py --threads 1,2 --out benchmarks/background.png
+    OMP_NUM_THREADS=1 python benchmarks/background.py --threads 1,2 --out runs/background.png
 """
 
 from __future__ import annotations
