@@ -52,8 +52,7 @@ def check_out(args: argparse.Namespace) -> None:
 
 def _given_landmarks(args: argparse.Namespace) -> np.ndarray | None:
     """The exemplar's landmarks from --aligned or --landmarks, or None (the detector finds them)."""
-    from facetools_dapfsr.data.alignment import template_points
-    from facetools_dapfsr.evaluation.protocol import read_landmarks
+    from facetools_dapfsr.evaluation.protocol import aligned_landmarks, read_landmarks
 
     if args.landmarks is not None:
         given = read_landmarks(args.landmarks)
@@ -62,16 +61,7 @@ def _given_landmarks(args: argparse.Namespace) -> np.ndarray | None:
             raise ValueError(f"{args.landmarks} holds no landmarks for the exemplar {name}")
         return given[name]
     if args.aligned:
-        from PIL import Image
-
-        try:
-            with Image.open(args.exemplar) as image:
-                width, height = image.size
-        except OSError as error:
-            raise ValueError(f"cannot read the exemplar: {error}") from error
-        if width != height:
-            raise ValueError(f"--aligned: the exemplar {args.exemplar} is {width}x{height}, not a square template crop")
-        return template_points(width)
+        return aligned_landmarks(args.exemplar)
     return None
 
 

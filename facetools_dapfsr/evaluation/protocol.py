@@ -320,12 +320,26 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _given_landmarks_domain(
-    root: Path, aligned: bool, landmarks: str | os.PathLike[str] | None, max_images: int | None
-) -> Domain:
+def aligned_landmarks(path: str | os.PathLike[str]) -> np.ndarray:
+    """Landmarks ``[5, 2]`` of an image that is already the model's template crop (square, any
+    side): the template's points at its size. Reads only the header."""
     from PIL import Image
 
     from facetools_dapfsr.data.alignment import template_points
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except OSError as error:
+        raise ProtocolError(f"{Path(path).name}: unreadable ({error})") from error
+    if width != height:
+        raise ProtocolError(f"{Path(path).name}: {width}x{height} is not a square template crop")
+    return template_points(width)
+
+
+def _given_landmarks_domain(
+    root: Path, aligned: bool, landmarks: str | os.PathLike[str] | None, max_images: int | None
+) -> Domain:
     from facetools_dapfsr.data.faces import IMAGE_EXTENSIONS
 
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -339,15 +353,10 @@ def _given_landmarks_domain(
             points = given[path.name]
         elif aligned:
             try:
-                with Image.open(path) as image:
-                    width, height = image.size
-            except OSError as error:
-                skipped.append(f"{path.name}: unreadable ({error})")
+                points = aligned_landmarks(path)
+            except ProtocolError as error:
+                skipped.append(str(error))
                 continue
-            if width != height:
-                skipped.append(f"{path.name}: {width}x{height} is not a square template crop")
-                continue
-            points = template_points(width)
         else:
             skipped.append(f"{path.name}: not in the landmarks file")
             continue
