@@ -6,6 +6,7 @@ same CelebA test faces through the paper's protocol (random affine + 16 px), wit
 registration would give):
 
     python benchmarks/consistency.py --faces 64 --out benchmarks/records/consistency.json
+    python benchmarks/consistency.py --data ../shared/data/yaleb --faces 96 --out benchmarks/records/consistency_yaleb.json
 
 Prints a markdown table (PSNR / SSIM / LPIPS / face quality / seconds per face) and writes it
 as JSON.
@@ -34,10 +35,14 @@ from facetools_dapfsr.models.consistency import project, register
 
 VARIANTS: dict[str, ConsistencyConfig] = {
     "default": ConsistencyConfig(),
+    "undivided residual (release 2)": ConsistencyConfig(detail_weight=1.0),
+    "undivided, weight 0.5": ConsistencyConfig(weight=0.5, detail_weight=0.5),
+    "undivided, weight 0.8": ConsistencyConfig(weight=0.8, detail_weight=0.8),
+    "detail weight 0.3": ConsistencyConfig(detail_weight=0.3),
+    "detail weight 0.7": ConsistencyConfig(detail_weight=0.7),
+    "detail scale 0.0625": ConsistencyConfig(detail_scale=0.0625),
+    "detail scale 0.1875": ConsistencyConfig(detail_scale=0.1875),
     "3 projection steps": ConsistencyConfig(projection_steps=3),
-    "weight 0.5": ConsistencyConfig(weight=0.5),
-    "weight 0.8": ConsistencyConfig(weight=0.8),
-    "weight 0.6": ConsistencyConfig(weight=0.6),
     "one start angle (0)": ConsistencyConfig(registration_start_degrees=(0.0,)),
     "no registration": ConsistencyConfig(registration_steps=0, registration_start_degrees=(0.0,)),
 }

@@ -13,7 +13,7 @@ from PIL import Image
 
 from facetools_dapfsr import DAPFSR
 from facetools_dapfsr.config import ConsistencyConfig, DAPFSRConfig
-from facetools_dapfsr.data.degradation import DegradationConfig, downsample, misalign, random_affine
+from facetools_dapfsr.data.degradation import DegradationConfig, downsample, gaussian_blur, misalign, random_affine
 from facetools_dapfsr.data.faces import AlignedFaces
 from facetools_dapfsr.metrics import LPIPS
 from facetools_dapfsr.metrics.image import psnr
@@ -60,6 +60,28 @@ def test_projection_makes_the_output_agree_with_its_lr() -> None:
     assert torch.equal(enforce_consistency(wrong, lr, ConsistencyConfig(enabled=False)), wrong)
 
 
+def test_the_residual_split_puts_back_the_coarse_part_whole() -> None:
+    face = _astronaut_face()
+    theta = random_affine(1, DegradationConfig(), torch.Generator().manual_seed(5))
+    lr = downsample(misalign(face, theta), 16)
+    wrong = (0.6 * face + 0.25).flip(-1)
+    undivided = project(wrong, lr, theta, ConsistencyConfig(detail_scale=0.0))
+    same_weights = project(wrong, lr, theta, ConsistencyConfig(detail_weight=1.0))
+    assert torch.allclose(undivided, same_weights, atol=1e-5)  # equal weights: no split at all
+    split = project(wrong, lr, theta, ConsistencyConfig(detail_weight=0.5))
+    coarse_only = project(wrong, lr, theta, ConsistencyConfig(detail_weight=0.0))
+    mismatches = [_mismatch(x, lr, theta) for x in (undivided, split, coarse_only, wrong)]
+    assert mismatches == sorted(mismatches), mismatches
+
+    def coarse_mismatch(output: torch.Tensor) -> float:
+        residual = downsample(misalign(output, theta), 16) - lr
+        return gaussian_blur(residual, 2.0).abs().mean().item()
+
+    # The coarse part (tone, where the features are) is corrected with half the detail too (not
+    # to zero: a Gaussian is not a projector, the blurred fine part keeps a little of it).
+    assert coarse_mismatch(split) < 0.25 * coarse_mismatch(wrong)
+
+
 def test_config_is_saved_with_the_model_and_checked() -> None:
     config = DAPFSRConfig.tiny()
     config.consistency = ConsistencyConfig(weight=0.5, registration_start_degrees=(0,))
@@ -70,6 +92,10 @@ def test_config_is_saved_with_the_model_and_checked() -> None:
     assert DAPFSRConfig.from_dict(old).consistency == ConsistencyConfig()
     with pytest.raises(ValueError, match="weight"):
         ConsistencyConfig(weight=1.5)
+    with pytest.raises(ValueError, match="detail_weight"):
+        ConsistencyConfig(detail_weight=-0.1)
+    with pytest.raises(ValueError, match="detail_scale"):
+        ConsistencyConfig(detail_scale=0.5)
     bad = config.to_dict()
     bad["consistency"]["registration_start_degrees"] = ["0"]
     with pytest.raises(ValueError, match="registration_start_degrees.*list of numbers"):
