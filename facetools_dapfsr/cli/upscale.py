@@ -119,6 +119,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="refuse photos of more megapixels than this, before decoding them (default: %(default)g)",
     )
     parser.add_argument("--detector", default="mtcnn", help="detect stage by name (default: %(default)s)")
+    parser.add_argument(
+        "--aligned",
+        action="store_true",
+        help="every input is one face already cropped to the model's template (square, any side): no "
+        "detector runs (the same as --detector aligned)",
+    )
     parser.add_argument("--aligner", default="template", help="align stage by name (default: %(default)s)")
     parser.add_argument("--super-resolver", default="dapfsr", help="super_resolve stage by name (default: %(default)s)")
     parser.add_argument("--post", default="paste", help="comma-separated post stages by name (default: %(default)s)")
@@ -207,8 +213,10 @@ def run(args: argparse.Namespace) -> int:
     face_choice = parse_face_choice(args.faces)
     if not args.max_megapixels > 0:
         raise ValueError(f"--max-megapixels must be positive, got {args.max_megapixels}")
+    if args.aligned and args.detector not in ("mtcnn", "aligned"):
+        raise ValueError(f"--aligned replaces the detector; it cannot be combined with --detector {args.detector}")
     config = PipelineConfig(
-        detector=args.detector,
+        detector="aligned" if args.aligned else args.detector,
         aligner=args.aligner,
         super_resolver=args.super_resolver,
         post_processors=tuple(name.strip() for name in args.post.split(",") if name.strip()),

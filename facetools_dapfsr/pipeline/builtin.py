@@ -25,6 +25,12 @@ def build_mtcnn(config: PipelineConfig) -> Any:
     return MTCNNDetector.from_config(config)
 
 
+def build_aligned_input(config: PipelineConfig) -> Any:
+    from facetools_dapfsr.pipeline.detect_aligned import AlignedInputDetector
+
+    return AlignedInputDetector.from_config(config)
+
+
 def build_template_aligner(config: PipelineConfig) -> Any:
     from facetools_dapfsr.pipeline.align import TemplateAligner
 
@@ -64,6 +70,7 @@ def build_paste(config: PipelineConfig) -> Any:
 @hookimpl
 def register_stages(register: RegisterStage) -> None:
     register(DETECT, "mtcnn", build_mtcnn)
+    register(DETECT, "aligned", build_aligned_input)
     register(ALIGN, "template", build_template_aligner)
     register(SUPER_RESOLVE, "dapfsr", build_dapfsr)
     register(SUPER_RESOLVE, "bicubic", build_bicubic)
