@@ -13,11 +13,11 @@ back-projection does (Irani and Peleg, 1991), in two parts:
    few starting angles, on luma normalised per image (so that a tone difference does not move
    the geometry).
 2. **Project.** :func:`project` adds the LR residual ``lr - down(warp(out, theta))``, upsampled
-   (bicubic) and warped back to the template's frame, ``projection_steps`` times: its coarse
-   part (a Gaussian of ``detail_scale`` x the LR side) at ``weight``, the rest at
-   ``detail_weight``, because a registration a pixel off turns the fine residual into ghost
-   edges beside the prior's features while the coarse part (tone, lighting, where the features
-   are) is right whatever the registration.
+   (bicubic) and warped back to the template's frame, ``projection_steps`` times. Optionally
+   split: its coarse part (a Gaussian of ``detail_scale`` x the LR side: tone, lighting, where
+   the features are) at ``weight``, the rest at ``detail_weight``, since a registration a pixel
+   off turns the fine residual into faint ghost edges; by default both are 1 (the split trades
+   identity for face quality, see ``ConsistencyConfig.detail_weight``).
 
 The prior supplies what the LR cannot hold (detail finer than one LR pixel); the LR supplies what
 it does hold (where the eyes look, the lighting, the colour). It costs 0.1-0.2 s per face on one
@@ -104,7 +104,7 @@ def project(output: torch.Tensor, lr: torch.Tensor, theta: torch.Tensor, config:
     back_grid = F.affine_grid(invert_similarity(theta), [len(output), 3, size, size], align_corners=False)
     for _ in range(config.projection_steps):
         residual = lr - downsample(misalign(result, theta), lr_side)
-        if config.detail_scale > 0:
+        if config.detail_scale > 0 and config.detail_weight != config.weight:
             coarse = gaussian_blur(residual, config.detail_scale * lr_side)
             residual = config.weight * coarse + config.detail_weight * (residual - coarse)
         else:
