@@ -181,6 +181,16 @@ def test_outputs_are_checked_before_the_work_and_never_overwrite_an_input(album,
     assert status == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert not out.exists()
+    # Nor a report over the run's own outputs: an upscaled photo, the -o folder, a face crop.
+    for report, message in (
+        (out / "colour.jpg", "is one of the output photos"),
+        (out, "is the -o folder"),
+        (tmp_path / "faces" / "colour_face00_lr.png", "face crop --save-faces writes"),
+    ):
+        argv = ["upscale", str(source), "-o", str(out), "--report", str(report), "--model", str(model_dir)]
+        assert main([*argv, "--save-faces", str(tmp_path / "faces")]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
     # An -o that cannot be created is refused before any photo runs, too.
     status = main(["upscale", str(source), str(album / "grey.png"), "-o", str(blocker / "out"), "--model", str(model_dir)])
     assert status == 2
