@@ -147,6 +147,10 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path) -> None:
         with pytest.raises(ValueError, match=message) as caught:
             load_checkpoint(accelerator, folder)
         assert STATE_NAME in str(caught.value)
+    state.write_text(good.replace('"step": 3', '"step": 0'))  # one flipped digit
+    assert '"step": 0' in state.read_text()
+    with pytest.raises(ValueError, match="records step 0 but the checkpoint folder is step_00000003"):
+        load_checkpoint(accelerator, folder)
     state.write_text(good)
     optimizer_file = next(folder.glob("optimizer*.bin"))
     optimizer_file.write_bytes(optimizer_file.read_bytes()[:100])  # truncated

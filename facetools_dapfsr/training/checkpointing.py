@@ -176,6 +176,14 @@ def load_checkpoint(
     # The step counter first: a checkpoint whose state cannot be read is refused before any
     # weights are touched.
     state = TrainingState.from_json_file(path / STATE_NAME)
+    # training_state.json cannot record its own hash; its step is checked against the folder's
+    # name instead (a flipped digit would resume at another step and train on silently).
+    named = _STEP_DIR.match(path.name)
+    if named and int(named.group(1)) != state.step:
+        raise ValueError(
+            f"{path / STATE_NAME}: records step {state.step} but the checkpoint folder is {path.name}; "
+            "the file was changed, resume from another checkpoint"
+        )
     verify_checkpoint(path, state)
     try:
         accelerator.load_state(str(path))
