@@ -224,14 +224,21 @@ class DAPFSRConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DAPFSRConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"a config is a JSON object, got {type(data).__name__}")
         data = dict(data)
         if data.pop("model_type", "dapfsr") != "dapfsr":
             raise ValueError("config is not a DAP-FSR config (model_type != 'dapfsr')")
         version = data.pop("format_version", CONFIG_FORMAT_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(f"config field 'format_version' must be an integer, got {version!r}")
         if version > CONFIG_FORMAT_VERSION:
             raise ValueError(f"config format version {version} is newer than this package supports")
         encoder = build_dataclass(EncoderConfig, data.pop("encoder", {}), "encoder")
-        decoder_data = dict(data.pop("decoder", {}))
+        decoder_data = data.pop("decoder", {})
+        if not isinstance(decoder_data, dict):
+            raise ValueError(f"config field 'decoder' must be an object, got {decoder_data!r}")
+        decoder_data = dict(decoder_data)
         decoder_type = decoder_data.pop("type", StyleGAN2Config.type)
         if decoder_type not in DECODER_CONFIGS:
             raise ValueError(f"unknown decoder type {decoder_type!r}; known: {', '.join(DECODER_CONFIGS)}")
@@ -250,12 +257,17 @@ class DAPFSRConfig:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from error
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ValueError as error:  # name the file: a model folder's config is one of several
+            raise ValueError(f"{path}: {error}") from error
 
 
 def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
     """Instantiate a config dataclass, naming unknown keys and mistyped values (a JSON ``"16"``
     where a number belongs) instead of a bare TypeError deep inside."""
+    if not isinstance(data, dict):
+        raise ValueError(f"config field {where!r} must be an object, got {data!r}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -283,6 +283,10 @@ def _scalar_shape_adapter(folder: Path, target: Path) -> Path:
     return _rewrite(folder, target, edit_config=config)
 
 
+def _null_base_hash_adapter(folder: Path, target: Path) -> Path:
+    return _rewrite(folder, target, edit_config=lambda c: c.update(base_model_sha256=None))
+
+
 def _non_finite_adapter(folder: Path, target: Path) -> Path:
     # NaN tensors with the sha256 re-recorded: the hash matches, the values are unusable.
     def tensors(t):
@@ -321,11 +325,12 @@ def _foreign_parameter_adapter(folder: Path, target: Path) -> Path:
         (_non_finite_adapter, AdapterError, r"adapter_model.safetensors: NaN or infinite values in tensor\(s\) decoder\."),
         (_listed_targets_adapter, AdapterError, r"adapter_config.json: target_parameters must map parameter names to shapes"),
         (_scalar_shape_adapter, AdapterError, r"adapter_config.json: target_parameters\['.*'\] must be a shape"),
+        (_null_base_hash_adapter, AdapterError, r"adapter_config.json: base_model_sha256 must be a string, got None"),
         (lambda folder, target: target, FileNotFoundError, r"no such model folder|has no adapter_config.json"),
     ],
     ids=[
         "other-base", "wrong-shape", "wrong-geometry", "foreign-parameter", "tampered", "inconsistent", "future",
-        "non-finite", "listed-targets", "scalar-shape", "missing",
+        "non-finite", "listed-targets", "scalar-shape", "null-base-hash", "missing",
     ],  # fmt: skip
 )
 def test_bad_adapters_are_refused_and_leave_the_model_unchanged(workspace, base_dir, tmp_path, make, error, message) -> None:

@@ -167,10 +167,18 @@ def test_mistyped_config_and_card_files_are_named(tmp_path) -> None:
     for field, value, message in (
         ("lr_size", "16", "'lr_size' must be an integer, got '16'"),
         ("lr_size", True, "'lr_size' must be an integer"),
+        ("format_version", "1", "'format_version' must be an integer, got '1'"),
+        ("encoder", None, "'encoder' must be an object, got None"),
+        ("decoder", [1], r"'decoder' must be an object, got \[1\]"),
+        ("consistency", "yes", "'consistency' must be an object, got 'yes'"),
     ):
         (folder / "config.json").write_text(json.dumps({**config, field: value}))
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(ValueError, match=message) as caught:
             DAPFSR.from_pretrained(folder)
+        assert "config.json" in str(caught.value)
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="config.json: a config is a JSON object, got list"):
+        DAPFSR.from_pretrained(folder)
     broken = dict(config, encoder={**config["encoder"], "istn_stages": "0,1"})
     (folder / "config.json").write_text(json.dumps(broken))
     with pytest.raises(ValueError, match="'istn_stages' must be a list of integers"):

@@ -119,9 +119,17 @@ class AdapterConfig:
         for name, shape in self.target_parameters.items():
             if not isinstance(shape, (list, tuple)) or not all(isinstance(n, int) and n >= 0 for n in shape):
                 raise AdapterError(f"target_parameters[{name!r}] must be a shape (a list of sizes), got {shape!r}")
-        for name in ("num_ws", "w_dim", "resolution", "lr_size"):
+        for name in ("num_ws", "w_dim", "resolution", "lr_size", "format_version"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise AdapterError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in ("base_model_sha256", "weights_sha256", "adapter_type", "library_version"):
+            if not isinstance(getattr(self, name), str):
+                raise AdapterError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("base_model", "base_revision", "base_decoder"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise AdapterError(f"{name} must be a string or null, got {getattr(self, name)!r}")
+        if not isinstance(self.training, dict):
+            raise AdapterError(f"training must be an object, got {self.training!r}")
 
     def to_json_string(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
