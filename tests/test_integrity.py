@@ -148,3 +148,23 @@ def test_a_malformed_record_is_named(tmp_path) -> None:
     with pytest.raises(ValueError, match="files_sha256 must map") as caught:
         load_checkpoint(accelerator, folder, extra_modules=extra)
     assert STATE_NAME in str(caught.value)
+
+
+def test_report_folders_are_checked_before_the_work(tmp_path, capsys) -> None:
+    """evaluate, sample and bench refuse an --out that cannot be created before any work (they
+    failed with a traceback after the whole run)."""
+    from facetools_dapfsr.cli.main import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for argv in (
+        ["evaluate", "--target", str(faces), "--methods", "bicubic", "--out", str(blocker / "eval")],
+        ["sample", "-n", "1", "--out", str(blocker / "samples")],
+        ["bench", "--preset", "tiny", "--out", str(blocker / "bench.json")],
+    ):
+        assert main(argv) == 2, argv
+        assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["evaluate", "--target", str(faces), "--methods", "bicubic", "--out", str(faces)]) == 2
+    assert "is a folder of input faces" in capsys.readouterr().err

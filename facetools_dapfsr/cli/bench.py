@@ -42,7 +42,7 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from facetools_dapfsr.evaluation.bench import BenchConfig, run_benchmark
-    from facetools_dapfsr.fileio import atomic_write_text
+    from facetools_dapfsr.fileio import atomic_write_text, check_can_create
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -54,6 +54,7 @@ def _bench(args: argparse.Namespace) -> int:
         damma_steps=args.damma_steps,
         damma_timed_steps=args.damma_timed_steps,
     )
+    check_can_create(Path(args.out).parent, f"--out {args.out}")  # before minutes of timing
     model = _load_model(args)
     record = run_benchmark(model, config, device=args.device, damma=not args.no_damma, pulse=not args.no_pulse)
     record["model"]["id"] = args.model or (

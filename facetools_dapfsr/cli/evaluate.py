@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from facetools_dapfsr.evaluation.baselines import DEFAULT_METHODS, METHODS
+from facetools_dapfsr.fileio import check_can_create
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -60,6 +61,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if "adain" in names and args.source is None:
         raise ValueError("the adain method needs source-domain faces: pass --source DIR")
     build_methods(names)  # unknown names fail here, before any data is read
+    # The report folder is checked before the evaluation, which can take an hour.
+    check_can_create(args.out, f"--out {args.out}")
+    if Path(args.out).resolve() in {Path(p).resolve() for p in (args.target, args.source) if p is not None}:
+        raise ValueError(f"--out {args.out} is a folder of input faces; choose another folder for the report")
 
     model = load_model(args.model, revision=args.revision)
     source_faces = None

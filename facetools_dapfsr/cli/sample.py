@@ -89,12 +89,14 @@ def load_decoder(name: str, render_size: int | None = None) -> torch.nn.Module:
 
 def run(args: argparse.Namespace) -> int:
     from torchvision.utils import save_image
-
-    from facetools_dapfsr.pipeline.sharding import resolve_device
     from tqdm.auto import tqdm
+
+    from facetools_dapfsr.fileio import check_can_create
+    from facetools_dapfsr.pipeline.sharding import resolve_device
 
     if args.num < 1 or args.batch_size < 1:
         raise ValueError("-n and --batch-size must be positive")
+    check_can_create(args.out, f"--out {args.out}")  # before the prior is loaded and run
     decoder = load_decoder(args.decoder, args.render_size).to(resolve_device(args.device))
     device = next(decoder.parameters()).device
     # All codes drawn up front from one generator, so face i does not depend on -n or batching.
