@@ -476,7 +476,9 @@ class AdapterRegistry:
             raise AdapterError(
                 f"adapter {source} was made for another base model ({made_for}, tensors sha256 "
                 f"{config.base_model_sha256[:12]}...); this model's tensors hash to {self.base_sha256[:12]}...; "
-                "load the base model the adapter names"
+                "load the base model the adapter names (an adapter made before fingerprint format 2, "
+                "2026-12, also hashed the prior as its machine's weights cache converted it and the "
+                "model's dtype: it loads only there, in float32; make it again with dapfsr adapt)"
             )
 
     # -- state changes ----------------------------------------------------------------------
