@@ -6,7 +6,6 @@ same CelebA test faces through the paper's protocol (random affine + 16 px), wit
 registration would give):
 
     python benchmarks/consistency.py --faces 64 --out benchmarks/records/consistency.json
-    python benchmarks/consistency.py --data ../shared/data/yaleb --faces 96 --out benchmarks/records/consistency_yaleb.json
 
 Prints a markdown table (PSNR / SSIM / LPIPS / face quality / seconds per face) and writes it
 as JSON.
