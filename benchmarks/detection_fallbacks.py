@@ -72,6 +72,13 @@ def main() -> None:
             }
             if name.startswith("Extended Yale B"):
                 row["median_error_px"] = yaleb_error(yaleb, found)
+                row["median_error_px_by_fallback"] = {
+                    str(fallback): yaleb_error(yaleb, [f if f is not None and f[2] == fallback else None for f in found])
+                    for fallback in sorted({f[2] for f in found if f is not None}, key=str)
+                }
+                # Which lights the misses have: "A<azimuth>E<elevation>" (the file name's code).
+                misses = Counter(p.stem.split("_P00")[-1] for p, f in zip(yaleb, found, strict=True) if f is None)
+                row["misses_by_light"] = dict(misses.most_common())
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| set | fallbacks | found | of | rate | found by a fallback | median error (px) | s/image |")
@@ -93,18 +100,24 @@ def main() -> None:
         atomic_write_text(args.out, json.dumps(record, indent=1) + "\n")
 
 
+_REFERENCES: dict[tuple[Path, ...], dict[str, np.ndarray]] = {}
+
+
 def yaleb_error(paths: list[Path], found: list) -> float | None:
     """Median distance of the points found on each image to its subject's reference points: those
     the evaluation protocol uses (the padded search of ``dapfsr adapt`` on the frontal-lit
     image; all of a subject's images are pixel-registered)."""
     from facetools_dapfsr.adaptation.exemplar import find_landmarks, read_photo
 
-    reference = {}
-    for path in paths:
-        if "P00A+000E+00" in path.name:
-            result = find_landmarks(read_photo(path), fallbacks=())
-            if result is not None:
-                reference[path.parent.name] = result[0]
+    key = tuple(paths)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = {}
+        for path in paths:
+            if "P00A+000E+00" in path.name:
+                result = find_landmarks(read_photo(path), fallbacks=())
+                if result is not None:
+                    _REFERENCES[key][path.parent.name] = result[0]
+    reference = _REFERENCES[key]
     errors = [
         float(np.median(np.linalg.norm(result[0] - reference[path.parent.name], axis=1)))
         for path, result in zip(paths, found, strict=True)

@@ -63,6 +63,10 @@ class DetectorSettings:
     """Smallest face MTCNN looks for, in pixels (smaller is slower; CelebA faces are ~90 px)."""
     min_score: float = 0.95
     """A detection with a lower MTCNN probability does not count as a face."""
+    fallback_min_score: float = 0.7
+    """The same on a detection fallback's image, where a face below ``min_score`` must also have
+    an upright face's geometry (:func:`~facetools_dapfsr.data.detection_fallbacks.is_plausible_face`)
+    and counts only when no fallback finds one at ``min_score``."""
     batch_size: int = 16
     """Images of one size detected together."""
     fallbacks: tuple[str, ...] = DEFAULT_FALLBACKS
@@ -247,9 +251,12 @@ class LandmarkDetector:
         self.settings = settings
         self._mtcnn: Any = None  # built on first use: loading the networks is I/O
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, float] | None]:
+    def detect(
+        self, images: Sequence[np.ndarray], min_score: float | None = None
+    ) -> list[tuple[np.ndarray, float] | None]:
         """``[H, W, 3]`` uint8 images of one size -> ``(landmarks [5, 2], score)`` or None each,
-        on the images as they are (no fallbacks)."""
+        on the images as they are (no fallbacks); ``min_score`` defaults to the settings'."""
+        min_score = self.settings.min_score if min_score is None else min_score
         if self._mtcnn is None:
             from facenet_pytorch import MTCNN
 
@@ -264,7 +271,7 @@ class LandmarkDetector:
             image_scores = np.asarray(image_scores, dtype=np.float32).reshape(-1)
             image_points = np.asarray(image_points, dtype=np.float32).reshape(-1, 5, 2)
             best = int(np.argmax(image_scores))
-            if image_scores[best] < self.settings.min_score:
+            if image_scores[best] < min_score:
                 results.append(None)
             else:
                 results.append((image_points[best], float(image_scores[best])))
@@ -277,16 +284,21 @@ class LandmarkDetector:
         for image, found in zip(images, self.detect(images), strict=True):
             if found is not None:
                 if "pad" in self.settings.fallbacks and is_tight_crop(found[0], image.shape[1]):
-                    bordered, pad = apply_fallback(image, "pad")
-                    again = self.detect([bordered])[0]
+                    bordered = apply_fallback(image, "pad")
+                    again = self.detect([bordered.image])[0]
                     if again is not None:
-                        found = (again[0] - pad, again[1])
+                        found = (bordered.to_original(again[0]), again[1])
                         results.append((found[0], found[1], "pad"))
                         continue
                 results.append((found[0], found[1], None))
                 continue
             found, fallback = detect_with_fallbacks(
-                lambda shown: self.detect([shown])[0], image, self.settings.fallbacks, try_plain=False
+                lambda shown: self.detect([shown])[0],
+                image,
+                self.settings.fallbacks,
+                try_plain=False,
+                detect_fallback=lambda shown: self.detect([shown], self.settings.fallback_min_score)[0],
+                is_lenient=lambda score: score < self.settings.min_score,
             )
             results.append(None if found is None else (found[0], found[1], fallback))
         return results
