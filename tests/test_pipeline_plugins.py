@@ -158,7 +158,7 @@ def test_registry_rejects_bad_registrations():
     registry = StageRegistry.from_plugin_manager(make_plugin_manager(autoload=False, plugins=[NotADetector()]))
     with pytest.raises(PluginError, match="does not provide the Detector interface"):
         registry.build("detect", "wrong", PipelineConfig())
-    with pytest.raises(PluginError, match="no detect stage named 'retinaface'; registered: mtcnn, wrong"):
+    with pytest.raises(PluginError, match="no detect stage named 'retinaface'; registered: aligned, mtcnn, wrong"):
         registry.get("detect", "retinaface")
 
 
