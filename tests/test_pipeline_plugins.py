@@ -278,7 +278,7 @@ def test_installed_plugin_is_discovered_and_replaces_stages(installed_test_plugi
         disable_autoload=True,
     )
     assert done.returncode == 2
-    assert "no detect stage named 'centre-face'; registered: mtcnn" in done.stderr
+    assert "no detect stage named 'centre-face'; registered: aligned, mtcnn" in done.stderr
 
 
 def test_failing_plugin_stage_is_reported_per_photo_and_the_run_continues(installed_test_plugin, tmp_path):
