@@ -163,7 +163,7 @@ def apply_fallback(image: np.ndarray, name: str) -> Shown:
         scale = UPSCALE_FACTOR
         height, width = out.shape[:2]
         resized = Image.fromarray(np.ascontiguousarray(out)).resize((width * scale, height * scale), Image.BICUBIC)
-        out = np.asarray(resized)
+        out = np.array(resized)  # writable (torch.from_numpy warns on a read-only array)
     pad = 0
     if "pad" in parts:
         pad = round(PAD_FRACTION * max(out.shape[:2]))
