@@ -39,6 +39,14 @@ def template_points(size: int) -> np.ndarray:
     return FACE_TEMPLATE * size - 0.5
 
 
+def aligned_crop_points(width: int, height: int) -> np.ndarray:
+    """Landmarks of an image that is already a template crop (square, any side): the template's
+    points at its size. Raises ``ValueError`` for a non-square image."""
+    if width != height:
+        raise ValueError(f"{width}x{height} is not a square template crop")
+    return template_points(width)
+
+
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity transform (Umeyama, no reflection) mapping ``src`` onto ``dst``.
 

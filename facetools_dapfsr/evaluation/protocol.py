@@ -325,16 +325,17 @@ def aligned_landmarks(path: str | os.PathLike[str]) -> np.ndarray:
     side): the template's points at its size. Reads only the header."""
     from PIL import Image
 
-    from facetools_dapfsr.data.alignment import template_points
+    from facetools_dapfsr.data.alignment import aligned_crop_points
 
     try:
         with Image.open(path) as image:
             width, height = image.size
     except OSError as error:
         raise ProtocolError(f"{Path(path).name}: unreadable ({error})") from error
-    if width != height:
-        raise ProtocolError(f"{Path(path).name}: {width}x{height} is not a square template crop")
-    return template_points(width)
+    try:
+        return aligned_crop_points(width, height)
+    except ValueError as error:
+        raise ProtocolError(f"{Path(path).name}: {error}") from error
 
 
 def _given_landmarks_domain(

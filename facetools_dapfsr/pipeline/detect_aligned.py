@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from facetools_dapfsr.data.alignment import template_points
+from facetools_dapfsr.data.alignment import aligned_crop_points
 from facetools_dapfsr.pipeline.config import PipelineConfig
 from facetools_dapfsr.pipeline.results import Detection
 
@@ -28,11 +28,10 @@ class AlignedInputDetector:
 
     def detect(self, image: torch.Tensor) -> list[Detection]:
         height, width = image.shape[-2:]
-        if height != width:
-            raise ValueError(
-                f"--aligned takes square crops to the face template, this photo is {width}x{height}; "
-                "crop it to the template or let the detector find the face"
-            )
+        try:
+            landmarks = aligned_crop_points(width, height)
+        except ValueError as error:
+            raise ValueError(f"--aligned: {error}; crop it to the template or let the detector find the face") from error
         # Pixel centres at integers: the photo spans -0.5 .. side - 0.5.
         box = np.array([-0.5, -0.5, width - 0.5, height - 0.5], dtype=np.float32)
-        return [Detection(box=box, landmarks=template_points(width).astype(np.float32), score=1.0)]
+        return [Detection(box=box, landmarks=landmarks.astype(np.float32), score=1.0)]
