@@ -173,20 +173,21 @@ def check_outputs(jobs: list[Job], report: Path | None, inputs: list[Path], save
                 raise ValueError(f"--save-faces {save_faces}: a face crop would overwrite the input {path}")
     if report is None:
         return
-    if report.resolve() in protected:
+    resolved = report.resolve()
+    if resolved in protected:
         raise ValueError(f"--report {report} is one of the input photos; choose another file")
     # The run's own outputs are as much at risk: a report written over an upscaled photo or a
     # face crop would destroy it after the run, and one named like an output folder would fail.
     planned = [job.output.resolve() for job in jobs if job.output is not None]
-    if report.resolve() in planned:
+    if resolved in planned:
         raise ValueError(f"--report {report} is one of the output photos; choose another file")
-    if report.resolve() in {path.parent for path in planned}:
+    if resolved in {path.parent for path in planned}:
         raise ValueError(f"--report {report} is the -o folder; give a file name such as {report / 'report.json'}")
     match = FACE_FILE.match(report.name)
     if (
         save_faces is not None
         and match
-        and report.resolve().parent == save_faces.resolve()
+        and resolved.parent == save_faces.resolve()
         and match["stem"] in {path.stem for path in planned}
     ):
         raise ValueError(f"--report {report} is the name of a face crop --save-faces writes; choose another file")
