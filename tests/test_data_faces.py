@@ -24,6 +24,7 @@ from facetools_dapfsr.data.faces import (
     image_key,
     load_image_table,
 )
+from facetools_dapfsr.images import read_image
 
 SETTINGS = DetectorSettings(min_face_size=40.0)
 
@@ -149,14 +150,25 @@ def test_image_table_takes_the_named_image_column(tmp_path, celeba_sample) -> No
     assert Path(table[0]["image"]["path"]).parent == folder.resolve()
 
 
-def test_decode_handles_grey_and_transparent_images(tmp_path) -> None:
+def test_decode_reads_like_the_photo_reader(tmp_path) -> None:
+    # Training and evaluation faces go through the photo reader of `dapfsr upscale`, so one file
+    # gives the same pixels everywhere: grey, transparent (over white) and 16-bit grey images.
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((10, 12), 200, np.uint8), mode="L").save(grey)
-    assert decode_image({"path": str(grey), "bytes": None}).shape == (10, 12, 3)
+    decoded = decode_image({"path": str(grey), "bytes": None})
+    assert decoded.shape == (3, 10, 12) and torch.equal(decoded, read_image(grey).image)
+    assert torch.allclose(decoded, torch.full_like(decoded, 200 / 255))
     buffer = io.BytesIO()
     Image.new("RGBA", (5, 6), (255, 0, 0, 0)).save(buffer, format="PNG")
     rgb = decode_image({"path": None, "bytes": buffer.getvalue()})
-    assert rgb.shape == (6, 5, 3) and tuple(rgb[0, 0]) == (128, 128, 128)
+    assert rgb.shape == (3, 6, 5) and torch.equal(rgb[:, 0, 0], torch.ones(3))
+    # 16 bits: a mid-grey gradient stays a mid-grey gradient (Pillow's convert("RGB") clips it to
+    # white, which is what the training reader did before it used the photo reader).
+    deep = tmp_path / "deep.png"
+    Image.fromarray((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 8).astype(np.uint16)).save(deep)
+    decoded = decode_image({"path": str(deep), "bytes": None})
+    expected = torch.from_numpy(np.arange(64 * 64, dtype=np.float32).reshape(64, 64) * 8 / 65535)
+    assert torch.allclose(decoded[0], expected, atol=1e-6) and torch.equal(decoded[0], decoded[2])
 
 
 def test_a_file_that_breaks_during_training_is_replaced_not_fatal(mixed_folder, cache_root, tmp_path) -> None:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from facetools_dapfsr.pipeline.io import DEFAULT_MAX_PIXELS, ImageReadError, read_image
+from facetools_dapfsr.images import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from facetools_dapfsr.pipeline.upscaler import as_photo
 
 

@@ -359,3 +359,27 @@ def test_aligned_crops_run_without_a_detector(data_dir, tmp_path, capsys):
     bicubic = torch.from_numpy(np.asarray(Image.open(lr_path).resize((128, 128), Image.BICUBIC))).permute(2, 0, 1) / 255
     assert out.shape == (3, 128, 128)
     assert psnr(out[None], hr[None]).item() > psnr(bicubic[None], hr[None]).item()
+
+
+def test_grey_pictures_stay_grey_unless_asked(group_photo, model_dir, tmp_path):
+    """A grey picture saved as an RGB JPEG (as infrared cameras often write their frames) comes
+    out grey, its saved faces too; --no-keep-grey writes RGB; a colour photo stays colour."""
+    source = tmp_path / "in"
+    source.mkdir()
+    group_photo.convert("L").convert("RGB").save(source / "infrared.jpg", quality=90)
+    group_photo.save(source / "colour.jpg", quality=95)
+    assert Image.open(source / "infrared.jpg").mode == "RGB"
+    for keep, expected in (("--keep-grey", "L"), ("--no-keep-grey", "RGB")):
+        out, faces, report = tmp_path / f"out{keep}", tmp_path / f"faces{keep}", tmp_path / f"report{keep}.json"
+        status = main(
+            ["upscale", str(source), "-o", str(out), "--model", str(model_dir), "--scale", "2", keep,
+             "--save-faces", str(faces), "--report", str(report), "--no-progress"]
+        )
+        assert status == 0
+        records = {Path(r["input"]).name: r for r in json.loads(report.read_text())["images"]}
+        assert Image.open(records["infrared.jpg"]["output"]).mode == expected
+        assert records["infrared.jpg"]["grey"] is (expected == "L") and records["colour.jpg"]["grey"] is False
+        assert Image.open(records["colour.jpg"]["output"]).mode == "RGB"
+        assert records["infrared.jpg"]["faces"]
+        for face in records["infrared.jpg"]["faces"]:
+            assert Image.open(face["sr_file"]).mode == expected

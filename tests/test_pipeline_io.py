@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from facetools_dapfsr.images import ImageReadError, read_image, save_image
 from facetools_dapfsr.pipeline.inputs import collect_inputs, plan_jobs
-from facetools_dapfsr.pipeline.io import ImageReadError, read_image, save_image
 
 ORIENTATION = 0x0112
 

@@ -191,6 +191,10 @@ def test_one_call_accepts_every_input_kind(data_dir, upscaler, tmp_path):
         assert np.array_equal(out.array, reference.array)
     grey = upscaler.enhance(pil.convert("L"), scale=2, faces="largest")
     assert grey.image.mode == "L"
+    # Three equal channels are a grey picture too (an infrared frame decoded by OpenCV).
+    grey_rgb = np.asarray(pil.convert("L").convert("RGB"))
+    assert upscaler.enhance(grey_rgb, scale=2, faces="largest").image.mode == "L"
+    assert upscaler.enhance(grey_rgb, scale=2, faces="largest", keep_grey=False).image.mode == "RGB"
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         as_photo(rgb.astype(np.float32))
     with pytest.raises(TypeError, match="expected a path"):

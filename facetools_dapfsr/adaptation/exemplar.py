@@ -18,7 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from facetools_dapfsr.data.alignment import align_face
-from facetools_dapfsr.data.detection_fallbacks import DEFAULT_FALLBACKS, detect_with_fallbacks
+from facetools_dapfsr.data.detection_fallbacks import (
+    DEFAULT_FALLBACKS,
+    detect_with_fallbacks,
+)
 
 # MTCNN misses faces that fill the whole frame, or finds them with landmarks pushed outwards (the
 # face is cut by the frame). A grey border (per side, as a fraction of the longer side) fixes
@@ -89,7 +92,7 @@ def find_landmarks(
 
 def read_photo(path: str | os.PathLike[str]) -> torch.Tensor:
     """``[3, H, W]`` in ``[0, 1]``; a clear :class:`ExemplarError` for unreadable files."""
-    from facetools_dapfsr.pipeline.io import ImageReadError, read_image
+    from facetools_dapfsr.images import ImageReadError, read_image
 
     try:
         return read_image(path).image

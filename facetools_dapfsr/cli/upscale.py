@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from facetools_dapfsr.fileio import check_can_create, remove_stale_temporaries
+from facetools_dapfsr.images import DEFAULT_MAX_PIXELS
 from facetools_dapfsr.pipeline.config import (
     REPLACE_MODES,
     PathOptions,
@@ -21,7 +22,6 @@ from facetools_dapfsr.pipeline.config import (
     RealESRGANOptions,
 )
 from facetools_dapfsr.pipeline.inputs import Job
-from facetools_dapfsr.pipeline.io import DEFAULT_MAX_PIXELS
 from facetools_dapfsr.pipeline.routing import FaceChoice
 
 EPILOG = """\
@@ -117,6 +117,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=DEFAULT_MAX_PIXELS / 1e6,
         help="refuse photos of more megapixels than this, before decoding them (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--keep-grey",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write grey photos (a grey file, or a colour file whose channels are equal, as infrared "
+        "frames often are) as grey, faces included; --no-keep-grey writes them as RGB (default: keep)",
     )
     parser.add_argument("--detector", default="mtcnn", help="detect stage by name (default: %(default)s)")
     parser.add_argument(
@@ -218,7 +225,11 @@ def run(args: argparse.Namespace) -> int:
     import pluggy
     from tqdm import tqdm
 
-    from facetools_dapfsr.pipeline.batch import build_report, process_job, write_json_atomic
+    from facetools_dapfsr.pipeline.batch import (
+        build_report,
+        process_job,
+        write_json_atomic,
+    )
     from facetools_dapfsr.pipeline.inputs import collect_inputs, plan_jobs
     from facetools_dapfsr.pipeline.manager import PluginError
     from facetools_dapfsr.pipeline.pipeline import FacePipeline
@@ -285,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
             faces=face_choice,
             skip_existing=args.skip_existing,
             max_pixels=round(args.max_megapixels * 1e6),
+            keep_grey=args.keep_grey,
         )
         for warning in record.get("warnings", []):
             progress.write(f"dapfsr: warning: {record['input']}: {warning}", file=sys.stderr)
@@ -339,4 +351,5 @@ def _settings(args: argparse.Namespace, config: PipelineConfig) -> dict[str, Any
         "save_faces": None if args.save_faces is None else str(args.save_faces),
         "skip_existing": args.skip_existing,
         "max_megapixels": args.max_megapixels,
+        "keep_grey": args.keep_grey,
     }

@@ -15,7 +15,6 @@ Faces leave :class:`AlignedFaces` as float tensors ``[3, size, size]`` in ``[0, 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -27,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facetools_dapfsr.data.alignment import align_face
 from facetools_dapfsr.data.detection_fallbacks import (
@@ -37,6 +35,7 @@ from facetools_dapfsr.data.detection_fallbacks import (
     is_tight_crop,
 )
 from facetools_dapfsr.fileio import atomic_write_text
+from facetools_dapfsr.images import ImageReadError, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -168,32 +167,28 @@ def image_key(item: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def decode_image(item: dict[str, Any]) -> np.ndarray:
-    """Undecoded image -> ``[H, W, 3]`` uint8 RGB, upright (EXIF orientation applied).
+def decode_image(item: dict[str, Any]) -> torch.Tensor:
+    """Undecoded image (a ``datasets`` image cell) -> ``[3, H, W]`` float32 in ``[0, 1]``.
+
+    Read by the package's one reader (:func:`facetools_dapfsr.images.read_image`: EXIF
+    orientation, 16-bit grey at full precision, transparency over white), so a training or
+    evaluation face and the same file given to ``dapfsr upscale`` or as an exemplar are the same
+    pixels.
 
     Raises:
         UnreadableImageError: missing, empty, truncated or not an image.
     """
     name = item.get("path") or "<bytes>"
+    data = item.get("bytes")
     try:
-        data = item.get("bytes")
-        handle = io.BytesIO(data) if data is not None else open(item["path"], "rb")  # noqa: SIM115
-        with handle, Image.open(handle) as opened:
-            upright = ImageOps.exif_transpose(opened)
-            upright.load()  # decode now, so a truncated file fails here
-            if upright.mode in ("RGBA", "LA", "PA") or (upright.mode == "P" and "transparency" in upright.info):
-                # Composite transparency over grey rather than letting convert() drop it to black.
-                background = Image.new("RGB", upright.size, (128, 128, 128))
-                background.paste(upright.convert("RGBA"), mask=upright.convert("RGBA").getchannel("A"))
-                upright = background
-            return np.asarray(upright.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, TypeError, KeyError) as error:
-        raise UnreadableImageError(f"{name}: cannot decode image ({error})") from None
+        return read_image(data if data is not None else item["path"], name=name).image
+    except (ImageReadError, KeyError, TypeError) as error:
+        raise UnreadableImageError(str(error) if isinstance(error, ImageReadError) else f"{name}: {error}") from None
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """``[H, W, 3]`` uint8 -> ``[3, H, W]`` float32 in ``[0, 1]``."""
-    return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
+def detector_pixels(image: torch.Tensor) -> np.ndarray:
+    """``[3, H, W]`` float in ``[0, 1]`` -> ``[H, W, 3]`` uint8, what the face detector reads."""
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy().copy()
 
 
 # -- landmark cache -----------------------------------------------------------------------------
@@ -347,7 +342,7 @@ def find_landmarks(
                 progress(1)
             continue
         try:
-            image = decode_image(table[row]["image"])
+            image = detector_pixels(decode_image(table[row]["image"]))
         except UnreadableImageError as error:
             cache.entries[key] = {"status": "unreadable", "error": str(error)}
             report.examined += 1
@@ -461,7 +456,7 @@ class AlignedFaces(torch.utils.data.Dataset):
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Aligned face and validity mask of item ``index`` (raises UnreadableImageError)."""
-        image = to_tensor(decode_image(self.table[self.rows[index]]["image"]))
+        image = decode_image(self.table[self.rows[index]]["image"])
         return align_face(image, self.landmarks[index], self.size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,8 +39,9 @@ import torch
 from facetools_dapfsr.data.alignment import align_face
 from facetools_dapfsr.data.degradation import DegradationConfig, degrade
 from facetools_dapfsr.data.detection_fallbacks import DEFAULT_FALLBACKS, parse_fallbacks
-from facetools_dapfsr.data.faces import decode_image, to_tensor
+from facetools_dapfsr.data.faces import decode_image
 from facetools_dapfsr.fileio import atomic_write_text
+from facetools_dapfsr.images import is_grey_content
 
 logger = logging.getLogger(__name__)
 
@@ -150,15 +151,14 @@ class Domain:
     def load(self, index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Aligned face ``[3, size, size]`` in ``[0, 1]`` and validity mask ``[1, size, size]``."""
         item = self.images[index]
-        image = to_tensor(decode_image({"path": item.path, "bytes": None}))
+        image = decode_image({"path": item.path, "bytes": None})
         face, valid = align_face(image, np.asarray(item.landmarks, dtype=np.float64), size)
         return face.clamp(0, 1), valid
 
     def is_grey(self, sample: int = 8) -> bool:
         """Whether the images are greyscale (checked on the first few)."""
         for item in self.images[:sample]:
-            image = decode_image({"path": item.path, "bytes": None})
-            if not (np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])):
+            if not is_grey_content(decode_image({"path": item.path, "bytes": None})):
                 return False
         return True
 
@@ -221,7 +221,7 @@ def _yaleb_domain(root: Path, files: list[Path], show_progress: bool, fallbacks:
             continue
         key = _file_key(reference[0])
         if key not in cache:
-            detected = find_landmarks(to_tensor(decode_image({"path": str(reference[0]), "bytes": None})), fallbacks)
+            detected = find_landmarks(decode_image({"path": str(reference[0]), "bytes": None}), fallbacks)
             cache[key] = None if detected is None else np.round(detected[0], 3).tolist()
             changed = True
         landmarks = cache[key]
@@ -253,7 +253,11 @@ def _yaleb_domain(root: Path, files: list[Path], show_progress: bool, fallbacks:
 
 
 def _folder_domain(root: Path, show_progress: bool, max_images: int | None, fallbacks: tuple[str, ...]) -> Domain:
-    from facetools_dapfsr.data.faces import AlignedFaces, DetectorSettings, FaceDataError
+    from facetools_dapfsr.data.faces import (
+        AlignedFaces,
+        DetectorSettings,
+        FaceDataError,
+    )
 
     try:
         # The default detector settings (but the fallbacks), so the landmark cache is shared with training.

@@ -85,7 +85,7 @@ def grid_image(grid: GridSample, labels: dict[str, str] | None = None) -> torch.
 def write_report(result: EvaluationResult, out: str | Path) -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` and ``grid.png`` (and ``grid.txt`` naming its
     columns) into ``out``; returns the paths written."""
-    from facetools_dapfsr.pipeline.io import save_image
+    from facetools_dapfsr.images import save_image
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from facetools_dapfsr.fileio import atomic_write_text
-from facetools_dapfsr.pipeline.inputs import Job
-from facetools_dapfsr.pipeline.io import (
+from facetools_dapfsr.images import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
     complete_image_size,
     read_image,
     save_image,
 )
+from facetools_dapfsr.pipeline.inputs import Job
 from facetools_dapfsr.pipeline.pipeline import FacePipeline, StageError
 from facetools_dapfsr.pipeline.routing import FaceChoice
 
@@ -34,13 +34,16 @@ def process_job(
     faces: FaceChoice = "all",
     skip_existing: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    keep_grey: bool = True,
 ) -> dict[str, Any]:
     """Upscale one photo file; never raises for a bad photo or a failing stage.
 
     ``faces`` chooses the faces processed (:func:`~facetools_dapfsr.pipeline.routing.select_faces`).
     With ``skip_existing``, a photo whose output exists and decodes completely is not redone
     (outputs are written atomically, so one that exists is one an earlier run finished).
-    ``max_pixels`` is the photo's pixel budget (:func:`~facetools_dapfsr.pipeline.io.read_image`).
+    ``max_pixels`` is the photo's pixel budget (:func:`~facetools_dapfsr.images.read_image`).
+    With ``keep_grey``, a grey photo (:attr:`~facetools_dapfsr.images.LoadedImage.is_grey`) is
+    written grey, and so are its saved faces.
 
     Returns:
         A JSON-ready record: ``status`` is ``ok``, ``skipped`` or ``failed``; failures carry
@@ -76,14 +79,16 @@ def process_job(
         )
         result = pipeline(loaded.image, source=str(job.input), faces=faces)
         step = "write"
-        save_image(result.composite, job.output, grey=loaded.is_grey)
+        grey = keep_grey and loaded.is_grey
+        record["grey"] = grey
+        save_image(result.composite, job.output, grey=grey)
         face_records = [face.to_record() for face in result.faces]
         if save_faces is not None:
             for i, (face, face_record) in enumerate(zip(result.faces, face_records, strict=True)):
                 stem = f"{job.output.stem}_face{i:02d}"
-                face_record["lr_file"] = str(save_image(face.lr_face, save_faces / f"{stem}_lr.png"))
+                face_record["lr_file"] = str(save_image(face.lr_face, save_faces / f"{stem}_lr.png", grey=grey))
                 if face.sr_face is not None:
-                    face_record["sr_file"] = str(save_image(face.sr_face, save_faces / f"{stem}_sr.png"))
+                    face_record["sr_file"] = str(save_image(face.sr_face, save_faces / f"{stem}_sr.png", grey=grey))
         record.update(
             status="ok",
             output_size=[int(result.composite.shape[2]), int(result.composite.shape[1])],

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from facetools_dapfsr.pipeline.io import writable_suffix
+from facetools_dapfsr.images import writable_suffix
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 """Files taken from folders. Files named explicitly or matched by a pattern are all tried (and

@@ -21,8 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facetools_dapfsr.images import (
+    GREY_MODES,
+    is_grey_content,
+    read_image,
+    to_pil,
+    to_rgb_tensor,
+)
 from facetools_dapfsr.pipeline.config import PipelineConfig
-from facetools_dapfsr.pipeline.io import GREY_MODES, read_image, to_pil, to_rgb_tensor
 from facetools_dapfsr.pipeline.pipeline import FacePipeline
 from facetools_dapfsr.pipeline.results import FaceResult, ImageResult
 from facetools_dapfsr.pipeline.routing import FaceChoice
@@ -67,7 +73,8 @@ def as_photo(image: ImageInput, channel_order: str = "rgb") -> tuple[torch.Tenso
             warnings.warn(f"{image}: {note}", UserWarning, stacklevel=2)
         return loaded.image, loaded.is_grey
     if isinstance(image, Image.Image):
-        return to_rgb_tensor(image), image.mode in GREY_MODES
+        tensor = to_rgb_tensor(image)
+        return tensor, image.mode in GREY_MODES or is_grey_content(tensor)
     if isinstance(image, np.ndarray):
         if image.ndim == 3 and image.shape[2] == 3:
             pixels = image[..., ::-1] if channel_order == "bgr" else image
@@ -85,7 +92,7 @@ def as_photo(image: ImageInput, channel_order: str = "rgb") -> tuple[torch.Tenso
             raise ValueError(f"expected a tensor [3, H, W] or [H, W], got shape {tuple(image.shape)}")
     else:
         raise TypeError(f"expected a path, PIL image, numpy array or tensor, got {type(image).__name__}")
-    grey = tensor.shape[0] == 1
+    single_channel = tensor.shape[0] == 1
     if tensor.dtype == torch.uint8:
         tensor = tensor.float() / 255
     elif tensor.is_floating_point():
@@ -97,7 +104,7 @@ def as_photo(image: ImageInput, channel_order: str = "rgb") -> tuple[torch.Tenso
         raise ValueError(f"expected uint8 or float pixels, got {tensor.dtype}")
     if tensor.shape[-2] == 0 or tensor.shape[-1] == 0:
         raise ValueError(f"the image is empty: {tuple(tensor.shape)}")
-    return tensor.expand(3, -1, -1).contiguous(), grey
+    return tensor.expand(3, -1, -1).contiguous(), single_channel or is_grey_content(tensor)
 
 
 class FaceUpscaler:
@@ -135,6 +142,7 @@ class FaceUpscaler:
         min_score: float = 0.0,
         fidelity: float = 1.0,
         channel_order: str = "rgb",
+        keep_grey: bool = True,
     ) -> Enhanced:
         """Upscale one photo by ``scale`` and restore its faces.
 
@@ -146,10 +154,12 @@ class FaceUpscaler:
                 drops those below ``MTCNNOptions.min_score``, 0.9).
             fidelity: weight of the restored faces against the resampled photo, in ``[0, 1]``.
             channel_order: ``"rgb"`` or ``"bgr"`` for arrays and tensors.
+            keep_grey: a grey input (one channel, a grey mode, or three equal channels) gives a
+                grey (``L``) image; ``False``: always ``RGB``.
         Returns:
             :class:`Enhanced`: the composite (``.image``) and the faces (``.faces``).
         """
         photo, grey = as_photo(image, channel_order)
         source = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
         result = self.pipeline(photo, source, scale=scale, faces=faces, min_score=min_score, fidelity=fidelity)
-        return Enhanced(image=to_pil(result.composite, grey=grey), faces=result.faces, result=result)
+        return Enhanced(image=to_pil(result.composite, grey=keep_grey and grey), faces=result.faces, result=result)

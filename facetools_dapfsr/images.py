@@ -1,14 +1,21 @@
-"""Reading photos robustly and writing results atomically.
+"""The one image reader (and writer) of the package: photos, exemplars, training and evaluation faces.
 
-Every photo enters the pipeline as a float tensor ``[3, H, W]`` in ``[0, 1]``, whatever it was
-on disk: EXIF orientation applied; grey, palette, CMYK and 16-bit data converted to RGB;
-transparency composited over white (output formats such as JPEG cannot hold it). Of an animated
-or multi-page file (GIF, APNG, TIFF) the first frame is read, with a warning. A photo of more
-pixels than the budget (:data:`DEFAULT_MAX_PIXELS`) is refused before it is decoded.
+Every image enters as a float tensor ``[3, H, W]`` in ``[0, 1]``, whatever it was on disk:
+EXIF orientation applied; grey, palette, CMYK and 16-bit data converted to RGB (16-bit grey keeps
+its precision); transparency composited over white (output formats such as JPEG cannot hold it).
+Of an animated or multi-page file (GIF, APNG, TIFF) the first frame is read, with a warning. A
+photo of more pixels than the budget (:data:`DEFAULT_MAX_PIXELS`) is refused before it is decoded.
+``dapfsr upscale``, ``dapfsr adapt`` (the exemplar), training and ``dapfsr evaluate`` all read
+through :func:`read_image`, so the same file gives the same pixels everywhere.
+
+Grey in, grey out: :attr:`LoadedImage.is_grey` (a grey file mode, or an RGB file whose three
+channels are equal, as infrared frames saved as RGB JPEG are) tells the writer to save luma, and
+a 16-bit grey photo is written at 16 bits where the format holds it (PNG, TIFF).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -46,6 +53,9 @@ class LoadedImage:
     """Whether an EXIF orientation tag rotated or flipped the pixels."""
     frames: int = 1
     """Frames (or pages) in the file; only the first is read."""
+    grey_content: bool = False
+    """Whether the three channels are equal although the file is colour (an infrared or
+    black-and-white frame saved as RGB)."""
 
     @property
     def warnings(self) -> list[str]:
@@ -56,27 +66,31 @@ class LoadedImage:
 
     @property
     def is_grey(self) -> bool:
-        return self.mode in GREY_MODES
+        """A grey file, or a colour file holding a grey picture: written back as grey."""
+        return self.mode in GREY_MODES or self.grey_content
 
 
-def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Read a photo file.
+def read_image(
+    source: str | os.PathLike[str] | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None
+) -> LoadedImage:
+    """Read an image file (a path, or its undecoded bytes as a ``datasets`` table holds them).
 
     Args:
         max_pixels: refuse a photo of more pixels (width x height) than this; None: no budget
             of ours (Pillow still refuses images over twice ``PIL.Image.MAX_IMAGE_PIXELS``).
+        name: what error messages call the image (default: the path, or ``<bytes>``).
     Raises:
         ImageReadError: the file is missing, empty, corrupt, over the pixel budget, or not an
             image format Pillow reads.
     """
-    path = Path(path)
+    path = name or ("<bytes>" if isinstance(source, bytes) else Path(source))
     try:
-        if path.stat().st_size == 0:
+        if (len(source) if isinstance(source, bytes) else Path(source).stat().st_size) == 0:
             raise ImageReadError(f"{path}: empty file")
         with warnings.catch_warnings():
             # Our budget (below) replaces Pillow's raw DecompressionBombWarning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened_file = Image.open(path)
+            opened_file = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         with opened_file as opened:
             width, height = opened.size
             if max_pixels is not None and width * height > max_pixels:
@@ -90,6 +104,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
             exif_transposed = _has_orientation(opened)
             upright.load()  # decode now so that truncated files fail here, inside the try
             image = to_rgb_tensor(upright)
+            grey_content = mode not in GREY_MODES and is_grey_content(image)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -98,7 +113,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
         raise ImageReadError(f"{path}: too many pixels for Pillow to open ({error})") from None
     except DECODE_ERRORS as error:
         raise ImageReadError(f"{path}: cannot read image ({type(error).__name__}: {error})") from None
-    return LoadedImage(image=image, mode=mode, exif_transposed=exif_transposed, frames=frames)
+    return LoadedImage(image=image, mode=mode, exif_transposed=exif_transposed, frames=frames, grey_content=grey_content)
 
 
 def complete_image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
@@ -141,6 +156,17 @@ def to_rgb_tensor(image: Image.Image) -> torch.Tensor:
     for channel in range(3):
         result[channel].copy_(pixels[..., channel]).div_(255.0)
     return result
+
+
+def is_grey_content(image: torch.Tensor) -> bool:
+    """Whether the channels of ``[3, H, W]`` are equal (to 1/255: a grey picture decoded from an
+    RGB JPEG comes back with equal channels, a colour photo differs by far more)."""
+    rows = 256  # in row blocks, so a large photo needs no second full-size buffer
+    for top in range(0, image.shape[1], rows):
+        block = image[:, top : top + rows]
+        if float((block[0] - block[1]).abs().max()) > 1.5 / 255 or float((block[1] - block[2]).abs().max()) > 1.5 / 255:
+            return False
+    return True
 
 
 def writable_suffix(suffix: str) -> str:
