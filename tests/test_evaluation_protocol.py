@@ -8,6 +8,7 @@ import itertools
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,6 +63,28 @@ def test_yaleb_is_recognised_with_one_landmark_set_per_subject(yaleb: Domain) ->
     assert face.shape == (3, 32, 32) and valid.shape == (1, 32, 32)
     # the template was chosen to fit inside Yale B's tight crops: little padding
     assert 1 - valid.mean().item() < 0.1
+
+
+def test_yaleb_landmarks_per_image_are_an_option(yaleb_subset: Path, yaleb: Domain) -> None:
+    per_image = Domain.from_folder(yaleb_subset, yaleb_landmarks="image")
+    assert per_image.kind == "yaleb" and len(per_image) >= 30  # a dark illumination may be missed
+    by_path = {item.path: item for item in yaleb.images}
+    found_subjects = {item.identity for item in per_image.images}
+    assert found_subjects == {item.identity for item in yaleb.images}
+    frontal = [item for item in per_image.images if "A+000E+00" in item.path]
+    assert frontal, "the frontal-lit images are found directly"
+    for item in frontal:  # the same detection as the per-subject landmarks
+        assert item.landmarks == by_path[item.path].landmarks
+    errors = [
+        float(np.hypot(*np.subtract(item.landmarks, by_path[item.path].landmarks).T).mean())
+        for item in per_image.images
+    ]
+    # Every other image gets its own points, near the subject's (Yale B is pixel-registered).
+    assert len({item.landmarks for item in per_image.images}) > len(found_subjects)
+    assert np.median(errors) < 12
+    assert [i.path for i in per_image.images] == [i.path for i in yaleb.images if i.path in {j.path for j in per_image.images}]
+    with pytest.raises(ValueError, match="yaleb_landmarks"):
+        ProtocolConfig(yaleb_landmarks="pixel")
 
 
 def test_yaleb_splits_are_groups_of_illumination_conditions(yaleb: Domain) -> None:

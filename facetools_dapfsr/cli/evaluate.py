@@ -45,6 +45,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         max_eval_images=args.max_eval,
         degradation=DegradationConfig.from_name_or_file(args.degradation),
         detector_fallbacks=args.detector_fallbacks,
+        yaleb_landmarks=args.yaleb_landmarks,
     )
     damma = DAMMAConfig(seed=args.seed)
     if args.damma_config is not None:
@@ -85,6 +86,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         fallbacks=protocol.detector_fallbacks,
         aligned=args.aligned,
         landmarks=args.landmarks,
+        yaleb_landmarks=protocol.yaleb_landmarks,
     )
     for note in target.skipped:
         print(f"note: {note}")
@@ -160,6 +162,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="what the landmark search tries on an image without a detected face: a grey border (tight "
         "crops), histogram equalisation (dark images), intensity inversion (thermal-like images) and their "
         "combinations; 'none' drops such images (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--yaleb-landmarks",
+        choices=("subject", "image"),  # evaluation.protocol.YALEB_LANDMARKS (not imported: --help stays light)
+        default="subject",
+        help="Extended Yale B only: detect landmarks once per subject on its frontal-lit image and use them "
+        "for all its images ('subject', the recorded figures), or on every image with the detection "
+        "fallbacks ('image', as any other domain; images without a face are left out) (default: %(default)s)",
     )
     parser.add_argument(
         "--max-eval", type=int, metavar="N", help="evaluate at most N images per split and draw (seeded subset)"
