@@ -13,11 +13,23 @@ from PIL import Image
 
 from facetools_dapfsr import DAPFSR
 from facetools_dapfsr.config import ConsistencyConfig, DAPFSRConfig
-from facetools_dapfsr.data.degradation import DegradationConfig, downsample, gaussian_blur, misalign, random_affine
+from facetools_dapfsr.data.degradation import (
+    DegradationConfig,
+    downsample,
+    gaussian_blur,
+    misalign,
+    random_affine,
+)
 from facetools_dapfsr.data.faces import AlignedFaces
 from facetools_dapfsr.metrics import LPIPS
 from facetools_dapfsr.metrics.image import psnr
-from facetools_dapfsr.models.consistency import enforce_consistency, invert_similarity, project, register
+from facetools_dapfsr.models.consistency import (
+    enforce_consistency,
+    invert_similarity,
+    project,
+    refine_codes,
+    register,
+)
 from facetools_dapfsr.training.pairs import ValidationPairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -136,3 +148,32 @@ def test_consistency_gains_on_real_faces_with_the_builtin_model(data_dir) -> Non
     assert big.shape[-1] == 512
     small = F.interpolate(big, size=(128, 128), mode="bilinear", antialias=True, align_corners=False)
     assert psnr(small, hr[:2]).mean().item() > psnr(raw[:2], hr[:2]).mean().item()
+
+
+@pytest.mark.usefixtures("weights_cache")
+def test_code_refinement_brings_the_prior_face_to_its_lr(data_dir) -> None:
+    """refine_steps moves the code so that the prior's own face, downsampled, matches the LR
+    better; the model's parameters collect no gradient, and it runs under inference_mode."""
+    faces = AlignedFaces.prepare(str(data_dir / "celeba" / "test"), size=128, max_images=8)
+    pairs = ValidationPairs(faces, 16, DegradationConfig(), seed=7, size=6)
+    lr = torch.stack([pairs[i][0] for i in range(len(pairs))])
+    model = DAPFSR.default()
+    config = ConsistencyConfig(refine_steps=10)
+    with torch.no_grad():
+        ws = model.encode(lr)
+        before = model.decoder.render(ws).clamp(0, 1)
+    theta = register(before, lr, config)
+    refined_ws = refine_codes(model.decoder.render, ws, lr, theta, model.w_sigma, config)
+    with torch.no_grad():
+        after = model.decoder.render(refined_ws).clamp(0, 1)
+
+    def mismatch(face: torch.Tensor) -> float:
+        return (downsample(misalign(face, theta), 16) - lr).pow(2).mean().item()
+
+    assert mismatch(after) < 0.8 * mismatch(before), (mismatch(before), mismatch(after))
+    assert torch.equal(refined_ws[:, config.refine_slots :], ws[:, config.refine_slots :])  # fine slots kept
+    assert all(p.grad is None for p in model.parameters())
+    with torch.inference_mode():
+        refined = model.upscale(lr[:2], consistency=config)
+    assert refined.shape == (2, 3, 128, 128) and 0 <= refined.min() and refined.max() <= 1
+    assert not torch.allclose(refined, model.upscale(lr[:2]))

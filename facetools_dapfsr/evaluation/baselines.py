@@ -46,7 +46,7 @@ from torch.func import functional_call
 
 from facetools_dapfsr.data.degradation import DegradationConfig, degrade
 from facetools_dapfsr.losses import VGGFeatures, perceptual_loss
-from facetools_dapfsr.models.consistency import enforce_consistency
+from facetools_dapfsr.models.consistency import consistent_faces
 
 if TYPE_CHECKING:
     from facetools_dapfsr.adaptation.damma import DAMMAConfig
@@ -216,8 +216,10 @@ class DirectFineTune(Method):
 
         def restore(lr: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                output = functional_call(model.decoder, params, (model.encode(lr),)).clamp(0, 1)
-            return enforce_consistency(output, lr, model.config.consistency)
+                ws = model.encode(lr)
+            return consistent_faces(
+                lambda codes: functional_call(model.decoder, params, (codes,)), ws, lr, model.w_sigma, model.config.consistency
+            )
 
         yield restore
 
@@ -307,8 +309,10 @@ class AdaINAugment(Method):
 
         def restore(lr: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                output = functional_call(model.decoder, adapted, (model.encode(lr),)).clamp(0, 1)
-            return enforce_consistency(output, lr, model.config.consistency)
+                ws = model.encode(lr)
+            return consistent_faces(
+                lambda codes: functional_call(model.decoder, adapted, (codes,)), ws, lr, model.w_sigma, model.config.consistency
+            )
 
         yield restore
 

@@ -19,6 +19,12 @@ back-projection does (Irani and Peleg, 1991), in two parts:
    off turns the fine residual into faint ghost edges; by default both are 1 (the split trades
    identity for face quality, see ``ConsistencyConfig.detail_weight``).
 
+Optionally, between the two, **refine** (``refine_steps``): a few Adam steps on the face's W+ code
+(its coarse slots) so that the prior's own face, warped and downsampled, matches the LR; the
+projection then has less to put back. It needs the code and a differentiable renderer, so it
+runs in :func:`consistent_faces`, which :meth:`~facetools_dapfsr.DAPFSR.upscale` and the
+evaluation's adapted restorers call.
+
 The prior supplies what the LR cannot hold (detail finer than one LR pixel); the LR supplies what
 it does hold (where the eyes look, the lighting, the colour). It costs 0.1-0.2 s per face on one
 CPU core. ``ConsistencyConfig(enabled=False)`` gives the paper's raw output. Measured:
@@ -29,6 +35,7 @@ CPU core. ``ConsistencyConfig(enabled=False)`` gives the paper's raw output. Mea
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -117,10 +124,74 @@ def project(output: torch.Tensor, lr: torch.Tensor, theta: torch.Tensor, config:
     return result.to(dtype)
 
 
-def enforce_consistency(output: torch.Tensor, lr: torch.Tensor, config: ConsistencyConfig) -> torch.Tensor:
-    """Register ``output`` on ``lr`` and back-project; ``output`` unchanged if disabled."""
+def refine_codes(
+    render: Callable[[torch.Tensor], torch.Tensor],
+    ws: torch.Tensor,
+    lr: torch.Tensor,
+    theta: torch.Tensor,
+    sigma: torch.Tensor,
+    config: ConsistencyConfig,
+) -> torch.Tensor:
+    """W+ codes ``[B, num_ws, w_dim]`` whose face (``render``, differentiable), warped by ``theta``
+    and downsampled, matches ``lr`` better: ``config.refine_steps`` Adam steps on an offset of the
+    first ``config.refine_slots`` slots, in units of ``sigma`` (Eq. 2 space)."""
+    slots = config.refine_slots or ws.shape[1]
+    lr_side = lr.shape[-1]
+    # Like register(): an optimisation of its own, outside the caller's inference or autocast.
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(ws.device.type, enabled=False):
+        base, target, theta, sigma = ws.detach().clone(), lr.detach().float().clone(), theta.clone(), sigma.clone()
+        offset = torch.zeros(len(ws), slots, ws.shape[2], device=ws.device, requires_grad=True)
+        optimizer = torch.optim.Adam([offset], lr=config.refine_learning_rate)
+
+        def codes() -> torch.Tensor:
+            moved = base[:, :slots] + (offset * sigma).to(base.dtype)
+            return torch.cat([moved, base[:, slots:]], dim=1)
+
+        for _ in range(config.refine_steps):
+            face = render(codes()).float()
+            mismatch = (downsample(misalign(face, theta), lr_side) - target).pow(2).mean()
+            # Gradients for the offset only: the renderer's parameters may require grad (a model
+            # being trained, an adapter being made), and must not collect any here.
+            (offset.grad,) = torch.autograd.grad(mismatch, [offset])
+            optimizer.step()
+        return codes().detach()
+
+
+def consistent_faces(
+    render: Callable[[torch.Tensor], torch.Tensor],
+    ws: torch.Tensor,
+    lr: torch.Tensor,
+    sigma: torch.Tensor,
+    config: ConsistencyConfig,
+    render_output: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The faces of codes ``ws`` made to agree with their LR inputs: render, register, refine the
+    codes (if ``config.refine_steps``), render again, back-project.
+
+    ``render`` maps W+ codes to faces differentiably (the refinement's renderer, at the model's HR
+    size); ``render_output`` renders the returned faces (default ``render``; e.g. a larger size).
+    """
+    render_output = render_output or render
+    with torch.no_grad():
+        output = render_output(ws).clamp(0, 1)
     if not config.enabled:
         return output
     theta = register(output, lr, config)
+    if config.refine_steps:
+        ws = refine_codes(render, ws, lr, theta, sigma, config)
+        with torch.no_grad():
+            output = render_output(ws).clamp(0, 1)
+    return enforce_consistency(output, lr, config, theta)
+
+
+def enforce_consistency(
+    output: torch.Tensor, lr: torch.Tensor, config: ConsistencyConfig, theta: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Register ``output`` on ``lr`` (unless ``theta`` is given) and back-project; ``output``
+    unchanged if disabled. (Without the codes, there is no refinement: :func:`consistent_faces`.)"""
+    if not config.enabled:
+        return output
+    if theta is None:
+        theta = register(output, lr, config)
     with torch.no_grad(), torch.autocast(output.device.type, enabled=False):
         return project(output, lr, theta, config)

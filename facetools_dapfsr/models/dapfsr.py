@@ -18,7 +18,7 @@ from facetools_dapfsr.config import (
     StyleGAN2Config,
 )
 from facetools_dapfsr.hub.cards import ModelCardInfo
-from facetools_dapfsr.models.consistency import enforce_consistency
+from facetools_dapfsr.models.consistency import consistent_faces
 from facetools_dapfsr.models.decoder import Decoder
 from facetools_dapfsr.models.encoder import DAPFSREncoder
 
@@ -133,8 +133,10 @@ class DAPFSR(nn.Module):
             consistency = ConsistencyConfig(enabled=consistency)
         lr = lr.clamp(0, 1)
         with torch.no_grad():
-            output = self.decoder.render(self.encode(lr), size).clamp(0, 1)
-        return enforce_consistency(output, lr, consistency)
+            ws = self.encode(lr)
+        return consistent_faces(
+            self.decoder.render, ws, lr, self.w_sigma, consistency, lambda codes: self.decoder.render(codes, size)
+        )
 
     @staticmethod
     def _check_image(image: torch.Tensor, size: int, name: str) -> None:
