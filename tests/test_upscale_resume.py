@@ -118,6 +118,22 @@ def test_a_photo_over_the_pixel_budget_fails_alone_with_a_clear_message(photos, 
     assert upscale(photos, "-o", tmp_path / "out", "--model", model_dir, "--max-megapixels", "0") == 2
 
 
+def test_a_photo_whose_output_is_over_budget_fails_alone_before_any_work(photos, model_dir, tmp_path, capsys) -> None:
+    # The input budget bounds what is decoded; the output budget bounds what the scale makes of
+    # it (a 40x48 photo at --scale 2 is 7680 output pixels; 200x100 is 80,000).
+    Image.new("RGB", (200, 100)).save(photos / "big.png")
+    report = tmp_path / "report.json"
+    status = upscale(photos, "-o", tmp_path / "out", "--model", model_dir, "--max-output-megapixels", "0.05", "--report", report)
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "big.png: 200x100 at scale 2 makes a 400x200 output (0.08 MP), over the output budget of 0.05 MP" in err
+    records = {Path(r["input"]).name: r for r in json.loads(report.read_text())["images"]}
+    assert records["big.png"]["status"] == "failed" and records["big.png"]["step"] == "upscale"
+    assert "timings" not in records["big.png"] and not (tmp_path / "out" / "big.png").exists()
+    assert all(records[n]["status"] == "ok" for n in ("a.png", "b.png", "c.png"))
+    assert upscale(photos, "-o", tmp_path / "out2", "--model", model_dir, "--max-output-megapixels", "-1") == 2
+
+
 def test_an_animated_gif_is_upscaled_from_its_first_frame_with_a_warning(model_dir, tmp_path, capsys) -> None:
     path = tmp_path / "anim.gif"
     frames = [Image.new("RGB", (32, 24), colour) for colour in ("red", "green")]

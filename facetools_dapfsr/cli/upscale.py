@@ -16,6 +16,7 @@ from typing import Any
 from facetools_dapfsr.fileio import check_can_create, remove_stale_temporaries
 from facetools_dapfsr.images import DEFAULT_MAX_PIXELS
 from facetools_dapfsr.pipeline.config import (
+    DEFAULT_MAX_OUTPUT_MEGAPIXELS,
     REPLACE_MODES,
     PathOptions,
     PipelineConfig,
@@ -117,6 +118,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=DEFAULT_MAX_PIXELS / 1e6,
         help="refuse photos of more megapixels than this, before decoding them (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--max-output-megapixels",
+        type=float,
+        default=DEFAULT_MAX_OUTPUT_MEGAPIXELS,
+        help="refuse photos whose output (input x scale squared) would have more megapixels than this, "
+        "before any work (default: %(default)g)",
     )
     parser.add_argument(
         "--keep-grey",
@@ -250,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
         background=args.background,
         realesrgan=RealESRGANOptions(tile=args.background_tile),
         scale=args.scale,
+        max_output_megapixels=args.max_output_megapixels,
         min_face_size=args.min_face_size,
         batch_size=args.batch_size,
         model=args.model,
@@ -351,5 +360,6 @@ def _settings(args: argparse.Namespace, config: PipelineConfig) -> dict[str, Any
         "save_faces": None if args.save_faces is None else str(args.save_faces),
         "skip_existing": args.skip_existing,
         "max_megapixels": args.max_megapixels,
+        "max_output_megapixels": args.max_output_megapixels,
         "keep_grey": args.keep_grey,
     }

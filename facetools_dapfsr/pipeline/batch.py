@@ -77,6 +77,7 @@ def process_job(
             exif_transposed=loaded.exif_transposed,
             input_size=[int(loaded.image.shape[2]), int(loaded.image.shape[1])],
         )
+        step = "upscale"
         result = pipeline(loaded.image, source=str(job.input), faces=faces)
         step = "write"
         grey = keep_grey and loaded.is_grey

@@ -84,6 +84,11 @@ class PathOptions:
         check_replace(self.replace)
 
 
+DEFAULT_MAX_OUTPUT_MEGAPIXELS = 256.0
+"""Output budget of a photo: 256 MP is 768 MB as the 8-bit composite, and the float buffers of
+the background stage are bounded by its tiles, so this keeps one photo's memory near 1 GB."""
+
+
 @dataclass
 class PipelineConfig:
     """Which stages run (by registered name) and the settings they share."""
@@ -99,6 +104,9 @@ class PipelineConfig:
 
     scale: float = 4.0
     """Upscaling factor of the whole photo (the background is resampled, faces replaced)."""
+    max_output_megapixels: float | None = DEFAULT_MAX_OUTPUT_MEGAPIXELS
+    """Refuse a photo whose output (input x scale squared) would have more megapixels than
+    this, before any work; None: no bound."""
     min_face_size: float = 10.0
     """Smallest face height, in pixels of the input photo, that the detector looks for."""
     device: str = "cpu"
@@ -125,6 +133,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         self.post_processors = tuple(self.post_processors)
         check_scale(self.scale)
+        if self.max_output_megapixels is not None and self.max_output_megapixels <= 0:
+            raise ValueError(f"max_output_megapixels must be positive, got {self.max_output_megapixels}")
         if self.min_face_size <= 0:
             raise ValueError(f"min_face_size must be positive, got {self.min_face_size}")
         check_fidelity(self.fidelity)

@@ -10,7 +10,13 @@ from typing import Any
 import pluggy
 import torch
 
-from facetools_dapfsr.pipeline.config import PathOptions, PipelineConfig, check_fidelity, check_scale
+from facetools_dapfsr.pipeline.config import (
+    DEFAULT_MAX_OUTPUT_MEGAPIXELS,
+    PathOptions,
+    PipelineConfig,
+    check_fidelity,
+    check_scale,
+)
 from facetools_dapfsr.pipeline.manager import StageRegistry, make_plugin_manager
 from facetools_dapfsr.pipeline.resample import output_size
 from facetools_dapfsr.pipeline.results import FaceResult, ImageResult
@@ -76,6 +82,7 @@ class FacePipeline:
         background: Stage | Any | None = None,
         paths: PathOptions | None = None,
         fidelity: float = 1.0,
+        max_output_megapixels: float | None = DEFAULT_MAX_OUTPUT_MEGAPIXELS,
         hook: pluggy.HookRelay | None = None,
     ) -> None:
         """
@@ -89,6 +96,8 @@ class FacePipeline:
             paths: which faces are super-resolved, at what size, and when they are pasted
                 (:mod:`facetools_dapfsr.pipeline.routing`); default :class:`PathOptions`.
             fidelity: default weight of the restored faces against the resampled photo.
+            max_output_megapixels: a photo whose output would be larger is refused before any
+                stage runs (``PipelineConfig.max_output_megapixels``); None: no bound.
             hook: a plugin manager's ``hook`` relay; its ``before_stage``, ``after_stage`` and
                 ``on_stage_error`` observers are called around every stage. ``None``: no observers.
         """
@@ -104,6 +113,7 @@ class FacePipeline:
         self.scale = check_scale(scale)
         self.paths = paths or PathOptions()
         self.fidelity = check_fidelity(fidelity)
+        self.max_output_megapixels = max_output_megapixels
         self.hook = hook
 
     @classmethod
@@ -128,6 +138,7 @@ class FacePipeline:
             background=build(BACKGROUND, config.background),
             paths=config.paths,
             fidelity=config.fidelity,
+            max_output_megapixels=config.max_output_megapixels,
             hook=manager.hook,
         )
 
@@ -156,10 +167,18 @@ class FacePipeline:
             fidelity: weight of the restored faces in ``[0, 1]`` (default: the pipeline's).
         Raises:
             StageError: a stage failed (after the ``on_stage_error`` observers ran).
+            ValueError: not a float image, or its output would exceed ``max_output_megapixels``.
         """
         if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ValueError(f"expected a float image [3, H, W] in [0, 1], got {tuple(image.shape)} {image.dtype}")
         scale = self.scale if scale is None else check_scale(scale)
+        out_height, out_width = output_size(tuple(image.shape[1:]), scale)
+        if self.max_output_megapixels is not None and out_height * out_width > self.max_output_megapixels * 1e6:
+            raise ValueError(
+                f"{source}: {image.shape[2]}x{image.shape[1]} at scale {scale:g} makes a {out_width}x{out_height} "
+                f"output ({out_width * out_height / 1e6:.4g} MP), over the output budget of "
+                f"{self.max_output_megapixels:g} MP (lower --scale, or raise --max-output-megapixels)"
+            )
         fidelity = self.fidelity if fidelity is None else check_fidelity(fidelity)
         result = ImageResult(source=source, image=image, scale=scale, fidelity=fidelity)
         self._run(self.detector, result, lambda item: self._detect(item, faces, min_score))
