@@ -127,11 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     mapped = MappedGenerator(generator, args.style_mixing).train()
     generator_ema = copy.deepcopy(generator).eval().requires_grad_(False).to(device)
 
+    if not args.data:
+        logger.error("--data is required: an image folder or a Hub dataset id")
+        return 2
     try:
         faces, _ = prepare_faces(args, config.resolution, accelerator)
     except FaceDataError as error:
         logger.error("%s", error)
         return 2
+    assert faces is not None  # --data was given
 
     betas = (0.0, 0.99)
     optimizer_g = torch.optim.Adam(mapped.parameters(), lr=args.learning_rate, betas=betas, eps=1e-8)

@@ -157,9 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("give --data (real faces, image loss), --synthetic-data (code loss) or both")
         return 2
     try:
-        faces, validation_faces = (
-            prepare_faces(args, model.config.hr_size, accelerator) if args.data else (None, None)
-        )
+        # Without --data (code loss on synthetic pairs only), --validation-data still validates.
+        faces, validation_faces = prepare_faces(args, model.config.hr_size, accelerator)
     except FaceDataError as error:
         logger.error("%s", error)
         return 2

@@ -15,6 +15,11 @@ converged:
    decoder's modulation parameters so that the model maps those LR faces, and the exemplar's own
    LR, back to their HR (Eq. 5: pixel MSE + perceptual loss). Everything else stays frozen.
 
+Grey domains (``DAMMAConfig.grey_targets``, a named departure from Algorithm 1): when the exemplar
+is grey (infrared, a black-and-white scan), the mixed faces of step 4 are made grey (BT.601 luma)
+before they become targets, so the adapted decoder draws the domain's grey rather than the
+prior's skin colour, which the style loss of step 3 alone does not remove.
+
 ``G`` in steps 3-4 is the base (source) decoder: the targets do not move while the modulation
 parameters are trained. The faces rendered for the alpha update are reused as the targets of the
 same step (one rendering instead of two; the alpha they were made with is at most one update old).
@@ -49,7 +54,9 @@ from facetools_dapfsr.hub.adapters import (
     base_model_only,
     registry_of,
 )
+from facetools_dapfsr.images import is_grey_content
 from facetools_dapfsr.losses import FEATURE_LAYERS, VGGFeatures, feature_mean_std, perceptual_loss
+from facetools_dapfsr.metrics.image import to_grey
 
 if TYPE_CHECKING:
     from facetools_dapfsr.models.dapfsr import DAPFSR
@@ -91,6 +98,9 @@ class DAMMAConfig:
     """Weight of the perceptual loss in the Eq. 5 loss (relu1_1..relu4_1, equal weights)."""
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     """How generated HR faces (and the exemplar, when no LR is given) become LR inputs."""
+    grey_targets: bool | None = None
+    """Make the mixed faces grey before they become targets (step 4). ``None``: when the exemplar
+    is grey (its three channels equal); ``False``: Algorithm 1 as published."""
     seed: int = 0
     """Seeds every random draw (source codes, degradation, low-rank initialisation)."""
 
@@ -169,6 +179,7 @@ def run_damma(
     exemplar_lr = _as_batch(exemplar_lr, lr_size, "exemplar_lr").to(device)
     vgg = (vgg if vgg is not None else VGGFeatures.from_weights_cache(progress=progress)).to(device).eval()
     vgg.requires_grad_(False)
+    grey_targets = is_grey_content(exemplar_hr[0]) if config.grey_targets is None else config.grey_targets
     content_index = [FEATURE_LAYERS.index(n) for n in config.content_layers]
     style_index = [FEATURE_LAYERS.index(n) for n in config.style_layers]
 
@@ -219,7 +230,10 @@ def run_damma(
                 alpha_loss.backward()
                 alpha_optimizer.step()
                 # 4. constrained fine-tuning of the modulation parameters on target-style pairs
-                hr = torch.cat([mixed.detach().clamp(0, 1), exemplar_hr])
+                targets = mixed.detach().clamp(0, 1)
+                if grey_targets:
+                    targets = to_grey(targets).expand_as(targets)
+                hr = torch.cat([targets, exemplar_hr])
                 lr = torch.cat(
                     [degrade(hr[:-1].cpu(), lr_size, config.degradation, generator).to(device), exemplar_lr]
                 )
@@ -265,6 +279,7 @@ def run_damma(
         "steps": len(history),
         "converged": converged,
         "final_loss": _window_mean(history, config.window),
+        "grey_targets": grey_targets,
         "seconds": seconds,
     }
     adapter = adapter_from_delta(model, delta, torch.sigmoid(alpha_logit.detach()), w_t[0], training)

@@ -18,25 +18,28 @@ if TYPE_CHECKING:
 HOLDOUT_SEED = 20210101
 
 
-def prepare_faces(args: TrainingArguments, size: int, accelerator: Accelerator) -> tuple[AlignedFaces, AlignedFaces | None]:
-    """Training faces and validation faces (None when validation is off), aligned at ``size``.
+def prepare_faces(
+    args: TrainingArguments, size: int, accelerator: Accelerator
+) -> tuple[AlignedFaces | None, AlignedFaces | None]:
+    """Training faces (None without ``--data``: a synthetic-pairs-only run) and validation faces
+    (None when validation is off), aligned at ``size``.
 
     The main process detects landmarks first (and caches them); the others then read the cache.
     """
-    if not args.data:
-        raise FaceDataError("--data is required: an image folder or a Hub dataset id")
     settings = DetectorSettings(min_face_size=args.min_face_size)
     with accelerator.main_process_first():
-        faces = AlignedFaces.prepare(
-            args.data,
-            size,
-            split=args.data_split,
-            image_column=args.image_column,
-            settings=settings,
-            cache_path=args.landmark_cache,
-            max_images=args.max_images,
-            show_progress=accelerator.is_main_process,
-        )
+        faces = None
+        if args.data:
+            faces = AlignedFaces.prepare(
+                args.data,
+                size,
+                split=args.data_split,
+                image_column=args.image_column,
+                settings=settings,
+                cache_path=args.landmark_cache,
+                max_images=args.max_images,
+                show_progress=accelerator.is_main_process,
+            )
         validation = None
         if args.validation_size and args.validation_data:
             validation = AlignedFaces.prepare(
@@ -48,7 +51,7 @@ def prepare_faces(args: TrainingArguments, size: int, accelerator: Accelerator) 
                 max_images=args.validation_size,
                 show_progress=accelerator.is_main_process,
             )
-    if args.validation_size and validation is None:
+    if args.validation_size and validation is None and faces is not None:
         faces, validation = hold_out(faces, args.validation_size)
     return faces, validation
 
