@@ -22,6 +22,7 @@ from facetools_dapfsr.data.detection_fallbacks import (
     DEFAULT_FALLBACKS,
     detect_with_fallbacks,
 )
+from facetools_dapfsr.images import ImageReadError, read_image
 
 # MTCNN misses faces that fill the whole frame, or finds them with landmarks pushed outwards (the
 # face is cut by the frame). A grey border (per side, as a fraction of the longer side) fixes
@@ -92,8 +93,6 @@ def find_landmarks(
 
 def read_photo(path: str | os.PathLike[str]) -> torch.Tensor:
     """``[3, H, W]`` in ``[0, 1]``; a clear :class:`ExemplarError` for unreadable files."""
-    from facetools_dapfsr.images import ImageReadError, read_image
-
     try:
         return read_image(path).image
     except (ImageReadError, OSError) as error:
