@@ -27,7 +27,6 @@ def test_run_benchmark_tiny(weights_cache: Path) -> None:
     assert pulse["seconds_per_face"] == pytest.approx(100 * pulse["seconds_per_step"])
     ratio = record["pulse_over_feed_forward"]
     assert ratio["batch_1"] == pytest.approx(pulse["seconds_per_face"] * record["feed_forward"][0]["faces_per_second"])
-    assert ratio["paper_claim"] == 150
     damma = record["damma"]
     assert damma["timed_steps"] == 1 and damma["seconds"] == pytest.approx(300 * damma["seconds_per_step"])
     assert record["peak_memory"]["mb"] > 0 and record["peak_memory"]["kind"] == "process_peak_rss"

@@ -187,3 +187,27 @@ def test_mistyped_config_and_card_files_are_named(tmp_path) -> None:
     (folder / "model_card.json").write_text("{not json")
     with pytest.raises(ValueError, match="model_card.json: not valid JSON"):
         DAPFSR.from_pretrained(folder)
+
+
+def test_cli_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch) -> None:
+    from facetools_dapfsr.cli import sample
+    from facetools_dapfsr.cli.main import main
+
+    command = ["upscale", str(tmp_path / "photo.jpg"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "nope")]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dapfsr: error:") and "Traceback" not in err
+    assert main(["--debug", *command]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "dapfsr: error:" in err
+
+    # An error no command expects (a bug) is named as one, with the way to see where it came from.
+    def broken(args) -> int:
+        return {}["no such key"]
+
+    monkeypatch.setattr(sample, "run", broken)
+    assert main(["sample", "--out", str(tmp_path / "s")]) == 3
+    err = capsys.readouterr().err
+    assert "dapfsr: internal error: KeyError" in err and "--debug" in err and "Traceback" not in err
+    assert main(["--debug", "sample", "--out", str(tmp_path / "s")]) == 3
+    assert "Traceback (most recent call last)" in capsys.readouterr().err

@@ -224,6 +224,10 @@ def test_modulation_parameters_and_statistics(prior_tensors: dict[str, torch.Ten
         w = decoder.mapping(torch.randn(2000, 512, generator=torch.Generator().manual_seed(9)))
     assert float((w.mean(0) - mu).abs().max()) < 0.1
     assert float((w.std(0) / sigma - 1).abs().max()) < 0.15
+    # Another sampling is measured, not answered with the stored figures.
+    mu_2000, sigma_2000 = decoder.w_statistics(num_samples=2000, seed=9)
+    assert not torch.equal(mu_2000, mu)
+    assert torch.allclose(mu_2000, w.mean(0), atol=1e-4) and torch.allclose(sigma_2000, w.std(0), atol=1e-4)
 
 
 def test_gradients_reach_ws_and_modulations_and_bf16_autocast(prior_tensors: dict[str, torch.Tensor]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import traceback
 from collections.abc import Sequence
 
 from facetools_dapfsr import __version__
@@ -25,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="DAP-FSR: super-resolve tiny, unaligned faces; adapt to a new domain from one exemplar.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the full traceback of an error (give it before the command)"
+    )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(f"facetools_dapfsr.cli.{module_name}").register(subparsers)
@@ -42,10 +46,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        # Expected failures (bad input, missing files) get one clear line, not a traceback.
+    except (ValueError, OSError, RuntimeError) as error:
+        # Expected failures (bad input, missing or unwritable files) get one clear line, not a traceback.
+        if args.debug:
+            traceback.print_exc()
         print(f"dapfsr: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a bug: say so, and how to see where
+        if args.debug:
+            traceback.print_exc()
+            print(f"dapfsr: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        else:
+            print(
+                f"dapfsr: internal error: {type(error).__name__}: {error} (rerun with `dapfsr --debug ...` for the "
+                "traceback, and please report it)",
+                file=sys.stderr,
+            )
+        return 3
 
 
 if __name__ == "__main__":

@@ -58,8 +58,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from facetools_dapfsr.config import MobileStyleGANConfig
-from facetools_dapfsr.data.alignment import alignment_matrix, invert_affine, sampling_grid, warp_plan
+from facetools_dapfsr.data.alignment import (
+    alignment_matrix,
+    invert_affine,
+    sampling_grid,
+    warp_plan,
+)
 from facetools_dapfsr.models.decoder import Decoder
+
+W_STAT_SAMPLES = 10_000
+W_STAT_SEED = 0
+"""The sampling of the stored W statistics (``w_mean``, ``w_std``), measured when the prior is
+converted into the weights cache."""
 
 W_DIM = 512
 Z_DIM = 512
@@ -546,7 +556,11 @@ class MobileStyleGANDecoder(Decoder):
 
     @torch.no_grad()
     def w_statistics(
-        self, num_samples: int = 10_000, seed: int = 0, batch_size: int = 1000
+        self, num_samples: int = W_STAT_SAMPLES, seed: int = W_STAT_SEED, batch_size: int = 1000
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The stored W statistics (measured at conversion time from 10,000 seeded samples)."""
-        return self.w_mean.clone(), self.w_std.clone()
+        """The stored W statistics when asked for the sampling they were measured with at conversion
+        time (``W_STAT_SAMPLES`` samples, seed ``W_STAT_SEED``), so that every machine gets the same
+        numbers; any other sampling is measured afresh, as for any decoder."""
+        if (num_samples, seed) == (W_STAT_SAMPLES, W_STAT_SEED):
+            return self.w_mean.clone(), self.w_std.clone()
+        return super().w_statistics(num_samples=num_samples, seed=seed, batch_size=batch_size)

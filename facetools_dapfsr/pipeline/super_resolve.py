@@ -24,12 +24,7 @@ def load_model(
     elif isinstance(model, (str, os.PathLike)):
         model = DAPFSR.from_pretrained(model, revision=revision)
     if adapter is not None:
-        load_adapter = getattr(model, "load_adapter", None)
-        if load_adapter is None:
-            raise ValueError(
-                f"cannot load adapter {adapter}: this version of facetools-dapfsr does not support adapters yet"
-            )
-        load_adapter(adapter)
+        model.load_adapter(adapter)
     return model
 
 

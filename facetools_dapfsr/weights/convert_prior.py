@@ -40,6 +40,8 @@ from facetools_dapfsr.models.mobilestylegan import (
     NUM_WS,
     RENDER_SIZES,
     TO_IMG_SLOT,
+    W_STAT_SAMPLES,
+    W_STAT_SEED,
     MobileStyleGANDecoder,
     Modulation,
     StyledConv,
@@ -51,8 +53,6 @@ from facetools_dapfsr.weights.openvino_ir import IRModel, Layer
 PACKAGE = "random-face"
 DATA_DIR = Path("random_face") / "data"
 
-W_STAT_SAMPLES = 10_000
-W_STAT_SEED = 0
 CALIBRATION_SEED = 1
 CALIBRATION_FACES = 32
 """Faces rendered at 1024 px to measure the frame landmarks and fit the early-exit heads. The
