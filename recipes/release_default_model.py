@@ -15,6 +15,9 @@ Without ``--run`` the shipped weights and training facts are kept and only the c
 are replaced by the given reports (after a change at inference, such as the LR consistency step):
 
     python recipes/release_default_model.py --evaluation runs/eval_celeba/results.json [...]
+
+``--consistency`` sets fields of the shipped model's inference step (``ConsistencyConfig``, saved
+in its ``config.json``), e.g. ``--consistency '{"refine_steps": 15}'``; the weights stay the same.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from typing import Any
 import torch
 
 from facetools_dapfsr import DAPFSR
+from facetools_dapfsr.config import ConsistencyConfig
 from facetools_dapfsr.data.degradation import DegradationConfig
+from facetools_dapfsr.hub.cards import ModelCardInfo
 from facetools_dapfsr.models.dapfsr import default_model_path
 from facetools_dapfsr.training.arguments import EncoderTrainingArguments
-from facetools_dapfsr.hub.cards import ModelCardInfo
 from facetools_dapfsr.training.model_card import chained_card_info, encoder_card_info
 
 
@@ -87,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         "COMMIT:facetools_dapfsr/default_model/model_card.json`, since this script replaces it)",
     )
     parser.add_argument("--note", metavar="TEXT", help="a sentence appended to the card's training procedure")
+    parser.add_argument(
+        "--consistency",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="ConsistencyConfig fields to change in the shipped model's config, e.g. '{\"refine_steps\": 15}'",
+    )
     args = parser.parse_args(argv)
 
     if args.run is None:
@@ -106,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("the run continued another model (--init-from): give --start and --start-card")
             start = ModelCardInfo.from_json_file(args.start_card)
             model.card_info = chained_card_info(start, model.card_info, args.start)
+    if args.consistency:
+        settings = {**model.config.consistency.to_dict(), **args.consistency}
+        model.config.consistency = ConsistencyConfig(**settings)
     if args.note:
         model.card_info.training_procedure += f" {args.note}"
     for path in args.evaluation:
