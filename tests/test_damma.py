@@ -227,3 +227,11 @@ def test_cli_adapt_refuses_an_out_that_is_an_input_before_adapting(tmp_path, mod
     assert (base / "README.md").read_bytes() == card and sorted(p.name for p in base.iterdir()) == sorted(
         ["README.md", "checksums.json", "config.json", "model.safetensors", "model_card.json"]
     )
+
+
+def test_grey_targets_follow_the_exemplar_unless_set(model, exemplar, vgg) -> None:
+    grey = exemplar.mean(dim=1, keepdim=True).expand_as(exemplar).contiguous()
+    run = lambda image, **kw: run_damma(model, image, config=DAMMAConfig(**FAST, **kw), vgg=vgg, progress=False)  # noqa: E731
+    assert run(grey).adapter.config.training["grey_targets"] is True
+    assert run(exemplar).adapter.config.training["grey_targets"] is False
+    assert run(grey, grey_targets=False).adapter.config.training["grey_targets"] is False
