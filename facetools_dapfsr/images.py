@@ -9,8 +9,11 @@ photo of more pixels than the budget (:data:`DEFAULT_MAX_PIXELS`) is refused bef
 through :func:`read_image`, so the same file gives the same pixels everywhere.
 
 Grey in, grey out: :attr:`LoadedImage.is_grey` (a grey file mode, or an RGB file whose three
-channels are equal, as infrared frames saved as RGB JPEG are) tells the writer to save luma, and
-a 16-bit grey photo is written at 16 bits where the format holds it (PNG, TIFF).
+channels are equal, as infrared frames saved as RGB JPEG are) tells the writer to save luma.
+Deep in, deep out: a grey file of more than 8 bits (:data:`DEEP_MODES`; :attr:`LoadedImage.bit_depth`
+is 16) is written at 16 bits (``I;16``) where the format holds it (:data:`DEEP_FORMATS`: PNG,
+TIFF) and at 8 bits elsewhere; :func:`written_bit_depth` is that rule, and says why when it drops
+to 8 bits. Pillow holds no 16-bit colour, so 16 bits are written as grey only.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError, TypeEr
 
 JPEG_QUALITY = 95
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+DEEP_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+"""Grey modes of more than 8 bits (16-bit PNG and TIFF; 32-bit integer or float TIFF): read at full
+precision, written back at 16 bits."""
+DEEP_FORMATS = frozenset({"PNG", "TIFF"})
+"""Formats that hold 16-bit grey (Pillow writes JPEG, WebP and BMP at 8 bits only)."""
+BIT_DEPTHS = (8, 16)
 DEFAULT_MAX_PIXELS = 64_000_000
 """Pixel budget of a photo (64 MP: its float copy alone is 768 MB, and the output is larger by the
 scale squared). Checked from the header, before decoding; ``dapfsr upscale --max-megapixels``."""
@@ -68,6 +77,11 @@ class LoadedImage:
     def is_grey(self) -> bool:
         """A grey file, or a colour file holding a grey picture: written back as grey."""
         return self.mode in GREY_MODES or self.grey_content
+
+    @property
+    def bit_depth(self) -> int:
+        """16 for a grey file of more than 8 bits (:data:`DEEP_MODES`), else 8."""
+        return 16 if self.mode in DEEP_MODES else 8
 
 
 def read_image(
@@ -140,9 +154,9 @@ def _has_orientation(image: Image.Image) -> bool:
 def to_rgb_tensor(image: Image.Image) -> torch.Tensor:
     """Any Pillow image -> ``[3, H, W]`` float32 in ``[0, 1]``."""
     mode = image.mode
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if mode in DEEP_MODES:
         # 16-bit (PNG, TIFF) or float grey: keep the precision instead of truncating to 8 bits.
-        grey = torch.from_numpy(np.asarray(image, dtype=np.float32))
+        grey = torch.from_numpy(np.array(image, dtype=np.float32))  # writable: asarray of F is a read-only view
         grey = grey if mode == "F" else grey / 65535.0
         return grey.clamp_(0, 1).expand(3, -1, -1).contiguous()
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
@@ -178,8 +192,62 @@ def writable_suffix(suffix: str) -> str:
     return ".png"
 
 
-def to_pil(image: torch.Tensor, grey: bool = False) -> Image.Image:
-    """A uint8 ``[3, H, W]`` (or float in ``[0, 1]``) image as a Pillow image (``L`` if ``grey``)."""
+def check_bit_depth(bit_depth: int) -> int:
+    """``bit_depth`` if it is one this package writes (8 or 16), else a ValueError."""
+    if bit_depth not in BIT_DEPTHS:
+        raise ValueError(f"bit_depth must be one of {BIT_DEPTHS}, got {bit_depth!r}")
+    return bit_depth
+
+
+def max_level(bit_depth: int) -> int:
+    """The largest pixel value at ``bit_depth`` (255, 65535): what ``1.0`` maps to."""
+    return (1 << check_bit_depth(bit_depth)) - 1
+
+
+def bit_depth_of(image: torch.Tensor) -> int:
+    """16 for a uint16 tensor, else 8 (uint8, and floats, which are written at 8 bits unless asked)."""
+    return 16 if image.dtype == torch.uint16 else 8
+
+
+def quantise(image: torch.Tensor, bit_depth: int = 8) -> torch.Tensor:
+    """Float in ``[0, 1]`` -> uint8 (or uint16 at 16 bits) with rounding (bicubic overshoot is clipped)."""
+    dtype = torch.uint16 if check_bit_depth(bit_depth) == 16 else torch.uint8
+    return (image.clamp(0, 1) * max_level(bit_depth)).round_().to(dtype)
+
+
+def image_format(path: str | os.PathLike[str]) -> str:
+    """The Pillow format ``path``'s suffix names (``PNG`` when Pillow does not know it)."""
+    return Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+
+
+def written_bit_depth(path: str | os.PathLike[str], bit_depth: int, grey: bool) -> tuple[int, str | None]:
+    """The bit depth an image of ``bit_depth`` is written at to ``path``, and, when that is less,
+    why (one line, for a warning); ``None`` when nothing is lost.
+
+    16 bits are kept only for grey (Pillow holds no 16-bit colour) in :data:`DEEP_FORMATS`.
+    """
+    if check_bit_depth(bit_depth) == 8:
+        return 8, None
+    if not grey:
+        return 8, "16-bit grey written as 8-bit RGB (grey not kept: Pillow writes no 16-bit colour)"
+    fmt = image_format(path)
+    if fmt not in DEEP_FORMATS:
+        return 8, f"16-bit grey written at 8 bits: {fmt} holds 8 bits (write .png or .tif to keep 16)"
+    return 16, None
+
+
+def to_pil(image: torch.Tensor, grey: bool = False, bit_depth: int | None = None) -> Image.Image:
+    """A ``[3, H, W]`` image (uint8, uint16, or float in ``[0, 1]``) as a Pillow image.
+
+    ``bit_depth``: 8 or 16; ``None``: 16 for a uint16 tensor, else 8. At 16 bits a ``grey`` image
+    is ``I;16`` (luma, with the weights of ``convert("L")``); a colour one is 8-bit ``RGB``, since
+    Pillow holds no 16-bit colour. At 8 bits: ``L`` if ``grey``, else ``RGB``.
+    """
+    bit_depth = bit_depth_of(image) if bit_depth is None else check_bit_depth(bit_depth)
+    if bit_depth == 16 and grey:
+        return Image.fromarray(_luma16(image).numpy())  # a uint16 [H, W] array is mode I;16
+    if image.dtype == torch.uint16:
+        image = image.float().div_(max_level(16))
     if image.is_floating_point():
         image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
     # One Pillow band per channel straight from the [C, H, W] rows (no interleaved copy).
@@ -190,16 +258,41 @@ def to_pil(image: torch.Tensor, grey: bool = False) -> Image.Image:
     return pil
 
 
-def save_image(image: torch.Tensor, path: str | os.PathLike[str], grey: bool = False) -> Path:
-    """Write a uint8 ``[3, H, W]`` (or float in ``[0, 1]``) image atomically.
+def _luma16(image: torch.Tensor) -> torch.Tensor:
+    """``[H, W]`` uint16 luma of ``[C, H, W]`` (ITU-R 601, the weights of Pillow's ``convert("L")``).
+
+    In blocks of rows, so that a large photo needs no full-size float copy. Three equal channels
+    give their own value back (the weights sum to 1; float32 errs far less than half a level).
+    """
+    image = image.detach().cpu()
+    scale = 1.0 if image.is_floating_point() else 1.0 / max_level(bit_depth_of(image))
+    luma = torch.empty(image.shape[1:], dtype=torch.uint16)
+    rows = 256
+    for top in range(0, image.shape[1], rows):
+        block = image[:, top : top + rows].float() * scale
+        if len(block) == 1:
+            luma[top : top + rows] = quantise(block[0], 16)
+        else:
+            luma[top : top + rows] = quantise(0.299 * block[0] + 0.587 * block[1] + 0.114 * block[2], 16)
+    return luma
+
+
+def save_image(
+    image: torch.Tensor, path: str | os.PathLike[str], grey: bool = False, bit_depth: int | None = None
+) -> Path:
+    """Write a ``[3, H, W]`` image (uint8, uint16, or float in ``[0, 1]``) atomically.
 
     The pixels go to a temporary file in the target folder which then replaces ``path`` in one
     step, so readers never see a half-written file and a failed write leaves nothing behind.
-    The format follows the suffix (``.png`` when Pillow cannot write it).
+    The format follows the suffix (``.png`` when Pillow cannot write it). ``bit_depth`` (default:
+    16 for a uint16 tensor, else 8) is kept where :func:`written_bit_depth` allows it and lowered
+    to 8 bits elsewhere, silently: callers warn with that function's reason.
     """
     path = Path(path)
-    pil = to_pil(image, grey=grey)
-    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    bit_depth = bit_depth_of(image) if bit_depth is None else check_bit_depth(bit_depth)
+    bit_depth, _ = written_bit_depth(path, bit_depth, grey)
+    pil = to_pil(image, grey=grey, bit_depth=bit_depth)
+    fmt = image_format(path)
     options = {"quality": JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
     with atomic_path(path) as temporary:
         pil.save(temporary, format=fmt, **options)

@@ -100,6 +100,18 @@ def test_any_output_size_lands_on_the_bicubic_grid(sharp_photo, out_size):
         assert float(psnr(ours.float() / 255, reference.float() / 255)) > 33
 
 
+def test_a_16_bit_photo_keeps_16_bits_on_either_background(rrdbnet, sharp_photo):
+    """Both stages compute in float and quantise once: at ``bit_depth=16`` they return the levels
+    between the 8-bit ones, and the 8-bit result is the 16-bit one rounded (within half a level)."""
+    grey = sharp_photo[:, 100:124, 200:232].mean(0, keepdim=True).expand(3, -1, -1).contiguous()
+    for stage in (BicubicBackground(), RealESRGANBackground(rrdbnet, RealESRGANOptions(tile=16, overlap=8))):
+        eight, deep = stage.upscale(grey, (48, 64)), stage.upscale(grey, (48, 64), bit_depth=16)
+        assert eight.dtype == torch.uint8 and deep.dtype == torch.uint16 and deep.shape == (3, 48, 64)
+        # round(65535 x) and 257 round(255 x) differ by at most 257 / 2 levels.
+        assert int((deep.int() - eight.int() * 257).abs().max()) <= 129
+        assert float((deep.int() % 257 != 0).float().mean()) > 0.9
+
+
 # -- the pipeline and its entry points -----------------------------------------------------------
 def test_pipeline_runs_the_configured_background_stage(rrdbnet, sharp_photo, monkeypatch):
     import facetools_dapfsr.models.rrdbnet as rrdbnet_module

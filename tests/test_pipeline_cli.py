@@ -383,3 +383,125 @@ def test_grey_pictures_stay_grey_unless_asked(group_photo, model_dir, tmp_path):
         assert records["infrared.jpg"]["faces"]
         for face in records["infrared.jpg"]["faces"]:
             assert Image.open(face["sr_file"]).mode == expected
+
+
+# -- 16-bit grey: kept where the format holds it --------------------------------------------------
+def sixteen_bit(group_photo: Image.Image) -> np.ndarray:
+    """The group photo as 16-bit grey with a smooth gradient of fine levels on top (0-200 across
+    and 0-57 down, in 1/65535 steps), so that almost no pixel is a multiple of 257: one rounded
+    to 8 bits on the way would show."""
+    grey = np.asarray(group_photo.convert("L"), np.float64) * 257
+    height, width = grey.shape
+    grey += np.linspace(0, 200, width)[None, :] + np.linspace(0, 57, height)[:, None]
+    return np.clip(grey.round(), 0, 65535).astype(np.uint16)
+
+
+def away_from_faces(faces: list[dict], scale: float, size: tuple[int, int]) -> np.ndarray:
+    """``[H, W]`` bool: output pixels farther from every face than its aligned crop reaches (a
+    square of twice the crop's side around the face's box), where paste never writes."""
+    mask = np.ones(size, bool)
+    for face in faces:
+        x0, y0, x1, y1 = face["box"]
+        cx, cy, reach = (x0 + x1) / 2 * scale, (y0 + y1) / 2 * scale, face["input_side"] * scale
+        mask[max(0, int(cy - reach)) : int(cy + reach) + 1, max(0, int(cx - reach)) : int(cx + reach) + 1] = False
+    return mask
+
+
+def test_sixteen_bit_grey_photos_stay_sixteen_bit_where_the_format_holds_it(group_photo, model_dir, tmp_path, capsys):
+    """A 16-bit grey PNG upscaled to PNG and TIFF is written 16-bit grey (its crops too), with the
+    16-bit resampled photo exactly away from the faces; to JPEG it is 8-bit grey with a one-line
+    warning; an 8-bit grey PNG stays 8-bit without one."""
+    from facetools_dapfsr.images import read_image
+    from facetools_dapfsr.pipeline.resample import resample_image
+
+    source = tmp_path / "in"
+    source.mkdir()
+    deep = sixteen_bit(group_photo)
+    Image.fromarray(deep).save(source / "deep.png")
+    group_photo.convert("L").save(source / "eight.png")
+    assert Image.open(source / "deep.png").mode == "I;16" and float(np.mean(deep % 257 != 0)) > 0.99
+    height, width = deep.shape
+    plain = resample_image(read_image(source / "deep.png").image, (2 * height, 2 * width), bit_depth=16)[0].numpy()
+
+    def upscale(output: str, *inputs: str) -> dict[str, dict]:
+        report = tmp_path / f"{output}.json"
+        status = main(["upscale", *inputs, "-o", str(tmp_path / output), "--model", str(model_dir), "--scale", "2",
+                       "--save-faces", str(tmp_path / f"{output}-faces"), "--report", str(report), "--no-progress"])
+        assert status == 0
+        return {Path(r["input"]).name: r for r in json.loads(report.read_text())["images"]}
+
+    # A folder (the output keeps the input's .png) and a single .tif file.
+    for output, fmt in (("out", "PNG"), ("deep.tif", "TIFF")):
+        inputs = [str(source / "deep.png")] + ([str(source / "eight.png")] if output == "out" else [])
+        records = upscale(output, *inputs)
+        record = records["deep.png"]
+        assert record["bit_depth"] == 16 and "warnings" not in record and record["faces"], record
+        written = Image.open(record["output"])
+        assert written.mode == "I;16" and written.format == fmt
+        pixels = np.asarray(written)
+        assert pixels.dtype == np.uint16 and pixels.shape == (2 * height, 2 * width)
+        assert float(np.mean(pixels % 257 != 0)) > 0.95  # not 8-bit levels widened
+        away = away_from_faces(record["faces"], 2, pixels.shape)
+        assert 0.3 < float(away.mean()) < 1
+        difference = np.abs(pixels.astype(int) - plain.astype(int))
+        print(f"{fmt}: {written.mode}, max |output - 16-bit resampling| away from the faces {difference[away].max()}, "
+              f"{float(np.mean(pixels % 257 != 0)):.3f} of pixels off the 8-bit levels, {float(away.mean()):.2f} "
+              f"of the photo away from the faces")
+        assert int(difference[away].max()) == 0
+        for face in record["faces"]:
+            assert Image.open(face["lr_file"]).mode == "I;16"
+            if "sr_file" in face:
+                assert Image.open(face["sr_file"]).mode == "I;16"
+        if "eight.png" in records:  # an 8-bit grey photo in the same run stays 8-bit
+            eight = records["eight.png"]
+            assert eight["bit_depth"] == 8 and "warnings" not in eight
+            assert Image.open(eight["output"]).mode == "L"
+    assert "warning" not in capsys.readouterr().err
+
+    jpeg_out = tmp_path / "deep.jpg"
+    report = tmp_path / "jpeg.json"
+    assert main(["upscale", str(source / "deep.png"), "-o", str(jpeg_out), "--model", str(model_dir), "--scale", "2",
+                 "--save-faces", str(tmp_path / "jpeg-faces"), "--report", str(report), "--no-progress"]) == 0
+    record = json.loads(report.read_text())["images"][0]
+    warning = "16-bit grey written at 8 bits: JPEG holds 8 bits (write .png or .tif to keep 16)"
+    assert record["bit_depth"] == 8 and record["warnings"] == [warning]
+    assert Image.open(jpeg_out).mode == "L"
+    assert [line for line in capsys.readouterr().err.splitlines() if "warning" in line] == [
+        f"dapfsr: warning: {source / 'deep.png'}: {warning}"
+    ]
+    assert all(Image.open(face["lr_file"]).mode == "L" for face in record["faces"])  # crops follow the photo
+
+
+def test_sixteen_bit_grey_through_the_python_api(group_photo, model_dir, tmp_path):
+    """``FaceUpscaler.enhance`` gives ``I;16`` for a 16-bit file, PIL image or uint16 array (the
+    same pixels for all three), 8-bit ``L`` with ``keep_depth=False``; ``Enhanced.save`` writes
+    16 bits to PNG and 8 bits, with a warning, to JPEG."""
+    from facetools_dapfsr import FaceUpscaler
+    from facetools_dapfsr.pipeline.resample import resample_image
+
+    deep = sixteen_bit(group_photo)
+    path = tmp_path / "deep.png"
+    Image.fromarray(deep).save(path)
+    upscaler = FaceUpscaler.from_pretrained(str(model_dir), device="cpu")
+    result = upscaler.enhance(path, scale=2)
+    assert result.image.mode == "I;16" and result.result.bit_depth == 16 and result.faces
+    pixels = np.asarray(result.image)
+    assert float(np.mean(pixels % 257 != 0)) > 0.95
+    assert result.result.composite.dtype == torch.uint16
+    assert result.array.dtype == np.uint8 and result.array.shape == (*pixels.shape, 3)  # as before: 8-bit RGB
+    for same in (Image.open(path), deep):
+        assert np.array_equal(np.asarray(upscaler.enhance(same, scale=2).image), pixels)
+    records = [{"box": face.box.tolist(), "input_side": face.input_side} for face in result.faces]
+    away = away_from_faces(records, 2, pixels.shape)
+    plain = resample_image(torch.from_numpy(deep / 65535).float().expand(3, -1, -1), pixels.shape)
+    # keep_depth=False runs the 8-bit pipeline: away from the faces it is the 8-bit resampling.
+    eight = upscaler.enhance(path, scale=2, keep_depth=False)
+    assert eight.image.mode == "L" and np.array_equal(np.asarray(eight.image)[away], plain[0].numpy()[away])
+
+    saved = Image.open(result.save(tmp_path / "out.png"))
+    assert saved.mode == "I;16" and np.array_equal(np.asarray(saved), pixels)
+    with pytest.warns(UserWarning, match=r"out\.jpg: 16-bit grey written at 8 bits: JPEG holds 8 bits"):
+        jpeg = Image.open(result.save(tmp_path / "out.jpg"))
+    assert jpeg.mode == "L"
+    with pytest.warns(UserWarning, match=r"16-bit input returned as 8-bit RGB \(keep_grey=False"):
+        assert upscaler.enhance(path, scale=2, keep_grey=False).image.mode == "RGB"

@@ -9,7 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from facetools_dapfsr.images import ImageReadError, read_image, save_image
+from facetools_dapfsr.images import (
+    ImageReadError,
+    read_image,
+    save_image,
+    written_bit_depth,
+)
 from facetools_dapfsr.pipeline.inputs import collect_inputs, plan_jobs
 
 ORIENTATION = 0x0112
@@ -132,3 +137,36 @@ def test_output_planning_never_overwrites_inputs(tmp_path):
     same = plan_jobs([first], first.parent)
     assert same[0].error is not None and "overwrite" in same[0].error
     assert plan_jobs([first], first)[0].error is not None
+
+
+def test_sixteen_bit_grey_is_written_at_sixteen_bits_where_the_format_holds_it(tmp_path):
+    """uint16 grey round-trips exactly through PNG and TIFF (and through the reader); 8-bit formats
+    get it rounded to 8 bits; colour is 8 bits (Pillow holds no 16-bit colour)."""
+    values = np.linspace(0, 65535, 30 * 40).reshape(30, 40).round().astype(np.uint16)
+    assert float(np.mean(values % 257 != 0)) > 0.99
+    image = torch.from_numpy(values).expand(3, -1, -1)
+    for name in ("deep.png", "deep.tif"):
+        written = Image.open(save_image(image, tmp_path / name, grey=True))
+        assert written.mode == "I;16" and np.array_equal(np.asarray(written), values)
+        again = (read_image(tmp_path / name).image[0].double() * 65535).round().numpy()
+        assert read_image(tmp_path / name).bit_depth == 16 and np.array_equal(again, values)
+    bmp = Image.open(save_image(image, tmp_path / "flat.bmp", grey=True))
+    assert bmp.mode == "L" and np.array_equal(np.asarray(bmp), np.round(values / 257).astype(np.uint8))
+    assert Image.open(save_image(image, tmp_path / "flat.jpg", grey=True)).mode == "L"
+    assert Image.open(save_image(image, tmp_path / "colour.png")).mode == "RGB"
+    # Floats are written at 8 bits unless 16 are asked for.
+    floats = image.float() / 65535
+    assert Image.open(save_image(floats, tmp_path / "f8.png", grey=True)).mode == "L"
+    f16 = Image.open(save_image(floats, tmp_path / "f16.png", grey=True, bit_depth=16))
+    assert f16.mode == "I;16" and np.array_equal(np.asarray(f16), values)
+
+
+def test_the_bit_depth_rule_says_why_it_drops_to_eight_bits():
+    assert written_bit_depth("a.png", 16, grey=True) == (16, None)
+    assert written_bit_depth("a.TIFF", 16, grey=True) == (16, None)
+    assert written_bit_depth("a.png", 8, grey=True) == (8, None)
+    for name, fmt in (("a.jpg", "JPEG"), ("a.webp", "WEBP"), ("a.bmp", "BMP")):
+        why = f"16-bit grey written at 8 bits: {fmt} holds 8 bits (write .png or .tif to keep 16)"
+        assert written_bit_depth(name, 16, grey=True) == (8, why)
+    depth, why = written_bit_depth("a.png", 16, grey=False)
+    assert depth == 8 and why.startswith("16-bit grey written as 8-bit RGB")

@@ -14,12 +14,14 @@ import numpy as np
 import pluggy
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from facetools_dapfsr.data.alignment import FACE_TEMPLATE
 from facetools_dapfsr.pipeline import (
     Detection,
     FacePipeline,
+    PathOptions,
     PipelineConfig,
     PluginError,
     StageError,
@@ -31,6 +33,7 @@ from facetools_dapfsr.pipeline.manager import DISABLE_AUTOLOAD_ENV
 from facetools_dapfsr.pipeline.stages import STAGE_KINDS
 
 TEST_PLUGIN_SOURCE = Path(__file__).parent / "plugins" / "facetools_testplugin"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class FixedFace:
@@ -200,6 +203,63 @@ def test_failing_stage_calls_the_error_hook_and_names_the_photo():
     assert ("after", "super_resolve", "exploding", 1) not in recorder.calls
 
 
+class NearestBackground:
+    """A background stage written for the 8-bit contract (no ``bit_depths``, no ``bit_depth=``)."""
+
+    def upscale(self, image: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        return (F.interpolate(image[None], size=out_size, mode="nearest")[0] * 255).round().to(torch.uint8)
+
+
+class DtypeRecorder:
+    """A post stage written for the 8-bit contract: it only records the composite it is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[torch.dtype] = []
+
+    def process(self, result) -> None:
+        self.seen.append(result.composite.dtype)
+
+
+def test_stages_of_the_8_bit_contract_keep_working_on_a_16_bit_photo():
+    """A 16-bit run widens an 8-bit background stage's pixels exactly (x257) and pastes the faces
+    at 16 bits on top; a post stage without ``bit_depths`` keeps the whole run at 8 bits, the
+    uint8 composite it was written for."""
+    recorder = DtypeRecorder()
+
+    class Plugin:
+        @hookimpl
+        def register_stages(self, register):
+            register("detect", "fixed-face", lambda config: FixedFace())
+            register("background", "nearest", lambda config: NearestBackground())
+            register("post", "dtype-recorder", lambda config: recorder)
+
+    manager = make_plugin_manager(autoload=False, plugins=[Plugin()])
+    image = photo(40, 48)
+    config = PipelineConfig(
+        detector="fixed-face", super_resolver="bicubic", background="nearest", scale=2, paths=PathOptions(replace="always")
+    )
+    pipeline = FacePipeline.from_config(config, manager)
+    assert pipeline.bit_depths == (8, 16)
+    eight, deep = pipeline(image), pipeline(image, bit_depth=16)
+    assert eight.bit_depth == 8 and eight.composite.dtype == torch.uint8
+    assert deep.bit_depth == 16 and deep.composite.dtype == torch.uint16
+    widened = NearestBackground().upscale(image, (80, 96)).to(torch.int32) * 257
+    touched = deep.composite.to(torch.int32) != widened
+    assert bool(touched.any()) and not bool(touched[:, :, 70:].any())  # the face (x 8-32 in) only
+    assert bool((deep.composite[touched].to(torch.int32) % 257 != 0).any())  # pasted at 16 bits
+    # 8 bits everywhere else: the 8-bit run's pixels are the 16-bit run's, divided by 257.
+    assert torch.equal(eight.composite[~touched], (deep.composite[~touched].to(torch.int32) // 257).to(torch.uint8))
+
+    config.post_processors = ("paste", "dtype-recorder")
+    pipeline = FacePipeline.from_config(config, manager)
+    assert pipeline.bit_depths == (8,)
+    result = pipeline(image, bit_depth=16)
+    assert result.bit_depth == 8 and result.composite.dtype == torch.uint8 and recorder.seen == [torch.uint8]
+    assert torch.equal(result.composite, eight.composite)
+    with pytest.raises(ValueError, match="bit_depth must be one of"):
+        pipeline(image, bit_depth=12)
+
+
 @pytest.fixture(scope="module")
 def installed_test_plugin(tmp_path_factory) -> Path:
     """The test plugin distribution, really installed (pip, from its pyproject) into a folder."""
@@ -228,8 +288,9 @@ def installed_test_plugin(tmp_path_factory) -> Path:
 
 
 def run_cli(args: list[str], site: Path, disable_autoload: bool = False) -> subprocess.CompletedProcess:
-    """``dapfsr upscale`` in a fresh interpreter that sees the plugin installed in ``site``."""
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    """``dapfsr upscale`` in a fresh interpreter that sees the plugin installed in ``site``, and
+    this checkout's package (not another checkout's editable install)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO_ROOT)])}
     env.pop(DISABLE_AUTOLOAD_ENV, None)
     if disable_autoload:
         env[DISABLE_AUTOLOAD_ENV] = "1"
@@ -279,6 +340,26 @@ def test_installed_plugin_is_discovered_and_replaces_stages(installed_test_plugi
     )
     assert done.returncode == 2
     assert "no detect stage named 'centre-face'; registered: aligned, mtcnn" in done.stderr
+
+
+def test_installed_plugin_stages_run_on_a_16_bit_grey_photo(installed_test_plugin, tmp_path):
+    """The example plugin (detect and super_resolve stages, written before 16-bit photos) on a
+    16-bit grey PNG: the output is 16-bit grey, the flat face mid-grey in the middle."""
+    image = tmp_path / "in" / "deep.png"
+    image.parent.mkdir()
+    values = (photo(60, 80)[0].numpy() * 65535).round().astype(np.uint16)
+    Image.fromarray(values).save(image)
+    done = run_cli(
+        [str(image), "-o", str(tmp_path / "out"), "--detector", "centre-face", "--super-resolver", "flat-grey",
+         "--scale", "2", "--no-progress"],
+        installed_test_plugin,
+    )
+    assert done.returncode == 0, done.stderr
+    output = Image.open(tmp_path / "out" / "deep.png")
+    assert output.mode == "I;16" and output.size == (160, 120)
+    pixels = np.asarray(output).astype(int)
+    assert abs(pixels[60, 80] - 32768) <= 257  # the flat grey face (0.5), pasted at 16 bits
+    assert float(np.mean(pixels % 257 != 0)) > 0.9
 
 
 def test_failing_plugin_stage_is_reported_per_photo_and_the_run_continues(installed_test_plugin, tmp_path):

@@ -131,7 +131,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="write grey photos (a grey file, or a colour file whose channels are equal, as infrared "
-        "frames often are) as grey, faces included; --no-keep-grey writes them as RGB (default: keep)",
+        "frames often are) as grey, faces included, and 16-bit grey photos at 16 bits to PNG and TIFF (8 "
+        "bits, with a warning, to other formats); --no-keep-grey writes them as 8-bit RGB (default: keep)",
     )
     parser.add_argument("--detector", default="mtcnn", help="detect stage by name (default: %(default)s)")
     parser.add_argument(

@@ -13,6 +13,11 @@ else looks like.
 
 Both map pixels the same way (:mod:`~.resample`: output pixel centre ``p'`` sits at input
 position ``(p' + 0.5) / s - 0.5``), so the faces land where they belong on either background.
+
+Both compute in float from the float photo and quantise only their output, to 8 bits or, for a
+16-bit photo (``bit_depth=16``, see ``BackgroundUpsampler`` in :mod:`~.stages`), to 16 bits:
+the network takes float input, so it sees the 16-bit photo's full precision, and neither stage
+rounds a 16-bit photo to 8 bits.
 """
 
 from __future__ import annotations
@@ -20,19 +25,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from facetools_dapfsr.images import BIT_DEPTHS, check_bit_depth, quantise
 from facetools_dapfsr.pipeline.config import PipelineConfig, RealESRGANOptions
-from facetools_dapfsr.pipeline.resample import resample_image, to_uint8
+from facetools_dapfsr.pipeline.resample import resample_image
 
 
 class BicubicBackground:
     """Bicubic resampling of the whole photo (the behaviour before background stages existed)."""
 
+    bit_depths = BIT_DEPTHS
+
     @classmethod
     def from_config(cls, config: PipelineConfig) -> BicubicBackground:
         return cls()
 
-    def upscale(self, image: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-        return resample_image(image, out_size)
+    def upscale(self, image: torch.Tensor, out_size: tuple[int, int], bit_depth: int = 8) -> torch.Tensor:
+        return resample_image(image, out_size, bit_depth=bit_depth)
 
 
 class RealESRGANBackground:
@@ -44,6 +52,8 @@ class RealESRGANBackground:
     over the whole photo only by what the network sees further than ``overlap`` away (measured in
     ``tests/test_background.py``).
     """
+
+    bit_depths = BIT_DEPTHS
 
     def __init__(self, model: torch.nn.Module, options: RealESRGANOptions | None = None, device: str | torch.device = "cpu") -> None:
         """``model``: an :class:`~facetools_dapfsr.models.rrdbnet.RRDBNet` (or any module with a
@@ -59,14 +69,15 @@ class RealESRGANBackground:
 
         return cls(RRDBNet.from_weights_cache(progress=False), config.realesrgan, device=config.device)
 
-    def upscale(self, image: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-        """``[3, H, W]`` float in ``[0, 1]`` -> ``[3, *out_size]`` uint8."""
+    def upscale(self, image: torch.Tensor, out_size: tuple[int, int], bit_depth: int = 8) -> torch.Tensor:
+        """``[3, H, W]`` float in ``[0, 1]`` -> ``[3, *out_size]`` uint8 (uint16 at ``bit_depth=16``)."""
         if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ValueError(f"expected a float image [3, H, W], got {tuple(image.shape)} {image.dtype}")
+        check_bit_depth(bit_depth)
         height, width = image.shape[1:]
         out_h, out_w = out_size
         tile, overlap = self.options.tile, self.options.overlap
-        result = torch.empty(3, out_h, out_w, dtype=torch.uint8)
+        result = torch.empty(3, out_h, out_w, dtype=torch.uint16 if bit_depth == 16 else torch.uint8)
         # Input-pixel coordinate of every output pixel centre (input pixel i covers [i, i + 1)).
         src_y = (torch.arange(out_h, dtype=torch.float64) + 0.5) * (height / out_h)
         src_x = (torch.arange(out_w, dtype=torch.float64) + 0.5) * (width / out_w)
@@ -86,7 +97,7 @@ class RealESRGANBackground:
                 # Output pixel centres in the SR tile's own pixel coordinates.
                 ty = src_y[r0:r1] * self.scale - 0.5 - self.scale * y0
                 tx = src_x[c0:c1] * self.scale - 0.5 - self.scale * x0
-                result[:, r0:r1, c0:c1] = to_uint8(_sample(sr.float(), ty, tx)[0].cpu())
+                result[:, r0:r1, c0:c1] = quantise(_sample(sr.float(), ty, tx)[0].cpu(), bit_depth)
         return result
 
 

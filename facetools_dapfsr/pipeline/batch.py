@@ -17,6 +17,7 @@ from facetools_dapfsr.images import (
     complete_image_size,
     read_image,
     save_image,
+    written_bit_depth,
 )
 from facetools_dapfsr.pipeline.inputs import Job
 from facetools_dapfsr.pipeline.pipeline import FacePipeline, StageError
@@ -43,12 +44,14 @@ def process_job(
     (outputs are written atomically, so one that exists is one an earlier run finished).
     ``max_pixels`` is the photo's pixel budget (:func:`~facetools_dapfsr.images.read_image`).
     With ``keep_grey``, a grey photo (:attr:`~facetools_dapfsr.images.LoadedImage.is_grey`) is
-    written grey, and so are its saved faces.
+    written grey, and so are its saved faces. A 16-bit grey photo runs and is written at 16 bits,
+    faces included, when its output format holds them
+    (:func:`~facetools_dapfsr.images.written_bit_depth`); otherwise at 8 bits, with a warning.
 
     Returns:
         A JSON-ready record: ``status`` is ``ok``, ``skipped`` or ``failed``; failures carry
         ``error`` and ``step`` (``input``, ``read``, ``<kind>:<stage>`` or ``write``); a record may
-        carry ``warnings`` (frames of an animated file left out).
+        carry ``warnings`` (frames of an animated file left out, 16 bits written at 8).
     """
     record: dict[str, Any] = {
         "index": job.index,
@@ -70,26 +73,39 @@ def process_job(
                 return record
         step = "read"
         loaded = read_image(job.input, max_pixels=max_pixels)
-        if loaded.warnings:
-            record["warnings"] = loaded.warnings
+        notes = list(loaded.warnings)
         record.update(
             mode=loaded.mode,
             exif_transposed=loaded.exif_transposed,
             input_size=[int(loaded.image.shape[2]), int(loaded.image.shape[1])],
         )
-        step = "upscale"
-        result = pipeline(loaded.image, source=str(job.input), faces=faces)
-        step = "write"
         grey = keep_grey and loaded.is_grey
-        record["grey"] = grey
+        # Decided before the pipeline runs, so that a photo written at 8 bits (JPEG, RGB) runs
+        # the 8-bit pipeline, exactly as it did before 16-bit outputs existed.
+        bit_depth, note = written_bit_depth(job.output, loaded.bit_depth, grey)
+        if bit_depth == 16 and 16 not in pipeline.bit_depths:
+            bit_depth, note = 8, "16-bit grey written at 8 bits: a post stage edits 8-bit composites only"
+        if note is not None:
+            notes.append(note)
+        if notes:
+            record["warnings"] = notes
+        step = "upscale"
+        result = pipeline(loaded.image, source=str(job.input), faces=faces, bit_depth=bit_depth)
+        step = "write"
+        record.update(grey=grey, bit_depth=result.bit_depth)
         save_image(result.composite, job.output, grey=grey)
         face_records = [face.to_record() for face in result.faces]
         if save_faces is not None:
+            # The crops are PNG, which holds 16 bits: they are written at the photo's depth.
             for i, (face, face_record) in enumerate(zip(result.faces, face_records, strict=True)):
                 stem = f"{job.output.stem}_face{i:02d}"
-                face_record["lr_file"] = str(save_image(face.lr_face, save_faces / f"{stem}_lr.png", grey=grey))
+                lr_file = save_image(face.lr_face, save_faces / f"{stem}_lr.png", grey=grey, bit_depth=result.bit_depth)
+                face_record["lr_file"] = str(lr_file)
                 if face.sr_face is not None:
-                    face_record["sr_file"] = str(save_image(face.sr_face, save_faces / f"{stem}_sr.png", grey=grey))
+                    sr_file = save_image(
+                        face.sr_face, save_faces / f"{stem}_sr.png", grey=grey, bit_depth=result.bit_depth
+                    )
+                    face_record["sr_file"] = str(sr_file)
         record.update(
             status="ok",
             output_size=[int(result.composite.shape[2]), int(result.composite.shape[1])],

@@ -85,8 +85,9 @@ class PathOptions:
 
 
 DEFAULT_MAX_OUTPUT_MEGAPIXELS = 256.0
-"""Output budget of a photo: 256 MP is 768 MB as the 8-bit composite, and the float buffers of
-the background stage are bounded by its tiles, so this keeps one photo's memory near 1 GB."""
+"""Output budget of a photo: 256 MP is 768 MB as the 8-bit composite (1.5 GB as the 16-bit one of
+a 16-bit grey photo), and the float buffers of the background stage are bounded by its tiles, so
+this keeps one photo's memory near 1 GB (2 GB at 16 bits)."""
 
 
 @dataclass

@@ -10,8 +10,12 @@ object must provide):
 - ``detect``: photo -> face boxes, 5 landmarks and scores;
 - ``align``: photo + detections -> aligned LR face crops and their warps;
 - ``super_resolve``: LR faces -> HR faces, batched;
-- ``background``: the whole photo -> the photo at the output size (under the faces);
+- ``background``: the whole photo -> the photo at the output size (under the faces), uint8, or
+  uint16 for a 16-bit photo when the stage declares ``bit_depths = (8, 16)``;
 - ``post``: edits the composited (upscaled) photo, e.g. pastes the HR faces back.
+
+A stage written for 8 bits (no ``bit_depths``) keeps working on 16-bit photos: the rule is in
+:mod:`facetools_dapfsr.pipeline.stages`.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from facetools_dapfsr.data.alignment import invert_affine, warp_affine
+from facetools_dapfsr.images import BIT_DEPTHS, bit_depth_of, max_level, quantise
 from facetools_dapfsr.pipeline.align import crop_footprint
 from facetools_dapfsr.pipeline.config import PasteOptions, PipelineConfig, check_replace
-from facetools_dapfsr.pipeline.resample import input_to_output, to_uint8
+from facetools_dapfsr.pipeline.resample import input_to_output
 from facetools_dapfsr.pipeline.results import FaceResult, ImageResult
 from facetools_dapfsr.pipeline.routing import NOT_SHARPER, sharpness
 
@@ -60,8 +61,11 @@ class FacePaster:
     Per face, in the output's pixels: the restored face is made consistent with the photo
     (``PasteOptions.consistency``), pasted only if it is sharper than the resampled photo under
     it (``replace="sharper"``, :mod:`facetools_dapfsr.pipeline.routing` step 4), and blended with
-    weight ``result.fidelity`` times the feathered mask.
+    weight ``result.fidelity`` times the feathered mask. The blend is float (the faces are float)
+    and is quantised back to the composite's own depth, uint8 or uint16.
     """
+
+    bit_depths = BIT_DEPTHS
 
     def __init__(self, options: PasteOptions | None = None, replace: str = "sharper") -> None:
         self.options = options or PasteOptions()
@@ -102,7 +106,8 @@ class FacePaster:
         warped, inside = warp_affine(stacked, to_region, (y1 - y0, x1 - x0))
         colour = warped[0, :3]
         weight = warped[0, 3:] * inside[0]
-        region = composite[:, y0:y1, x0:x1].float() / 255
+        bit_depth = bit_depth_of(composite)
+        region = composite[:, y0:y1, x0:x1].float() / max_level(bit_depth)
         change = weight * fidelity * (colour - region)
         if self.options.consistency:
             # The photo's own pixels decide everything the photo resolves; the restored face
@@ -115,7 +120,7 @@ class FacePaster:
             if not bool(sharpness(pasted.unsqueeze(0), core) > sharpness(region.unsqueeze(0), core)):
                 face.path = NOT_SHARPER
                 return
-        composite[:, y0:y1, x0:x1] = to_uint8(pasted)
+        composite[:, y0:y1, x0:x1] = quantise(pasted, bit_depth)
 
     @staticmethod
     def _valid_weight(face: FaceResult, hr: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ from typing import Any
 import pluggy
 import torch
 
+from facetools_dapfsr.images import check_bit_depth
 from facetools_dapfsr.pipeline.config import (
     DEFAULT_MAX_OUTPUT_MEGAPIXELS,
     PathOptions,
@@ -34,6 +35,7 @@ from facetools_dapfsr.pipeline.stages import (
     DETECT,
     POST,
     SUPER_RESOLVE,
+    stage_bit_depths,
 )
 
 
@@ -146,6 +148,14 @@ class FacePipeline:
     def stages(self) -> list[Stage]:
         return [self.detector, self.aligner, self.super_resolver, self.background, *self.post_processors]
 
+    @property
+    def bit_depths(self) -> tuple[int, ...]:
+        """The composite depths this pipeline can run at: 16 bits too when every post stage
+        declares it (a background stage of 8 bits only is widened; :mod:`~.stages`)."""
+        if all(16 in stage_bit_depths(stage.impl) for stage in self.post_processors):
+            return (8, 16)
+        return (8,)
+
     def __call__(
         self,
         image: torch.Tensor,
@@ -155,6 +165,7 @@ class FacePipeline:
         faces: FaceChoice = "all",
         min_score: float = 0.0,
         fidelity: float | None = None,
+        bit_depth: int = 8,
     ) -> ImageResult:
         """Process one photo.
 
@@ -165,6 +176,9 @@ class FacePipeline:
             faces, min_score: which detected faces to process (:func:`~.routing.select_faces`);
                 the others keep the resampled photo and are left out of the result.
             fidelity: weight of the restored faces in ``[0, 1]`` (default: the pipeline's).
+            bit_depth: 8 (uint8 composite) or 16 (uint16, for a 16-bit photo); 16 falls back to
+                8 when a post stage cannot edit 16 bits (:attr:`bit_depths`), as
+                ``result.bit_depth`` then says.
         Raises:
             StageError: a stage failed (after the ``on_stage_error`` observers ran).
             ValueError: not a float image, or its output would exceed ``max_output_megapixels``.
@@ -180,7 +194,9 @@ class FacePipeline:
                 f"{self.max_output_megapixels:g} MP (lower --scale, or raise --max-output-megapixels)"
             )
         fidelity = self.fidelity if fidelity is None else check_fidelity(fidelity)
-        result = ImageResult(source=source, image=image, scale=scale, fidelity=fidelity)
+        if check_bit_depth(bit_depth) not in self.bit_depths:
+            bit_depth = 8  # a post stage of 8 bits only: it gets the uint8 composite it was written for
+        result = ImageResult(source=source, image=image, scale=scale, fidelity=fidelity, bit_depth=bit_depth)
         self._run(self.detector, result, lambda item: self._detect(item, faces, min_score))
         self._run(self.aligner, result, self._align)
         self._run(self.super_resolver, result, self._super_resolve)
@@ -228,11 +244,21 @@ class FacePipeline:
 
     def _upscale_background(self, result: ImageResult) -> None:
         out_size = output_size(result.input_size, result.scale)
-        composite = self.background.impl.upscale(result.image, out_size)
-        if composite.dtype != torch.uint8 or tuple(composite.shape) != (3, *out_size):
+        impl = self.background.impl
+        deep = result.bit_depth == 16
+        if deep and 16 in stage_bit_depths(impl):
+            composite = impl.upscale(result.image, out_size, bit_depth=16)
+        else:
+            # The 8-bit call, as every background stage has always been called.
+            composite = impl.upscale(result.image, out_size)
+            if deep and composite.dtype == torch.uint8:
+                # A stage of 8 bits only under a 16-bit photo: 257 maps 0-255 onto 0-65535 exactly.
+                composite = composite.to(torch.uint16).mul_(257)
+        expected = torch.uint16 if deep else torch.uint8
+        if composite.dtype != expected or tuple(composite.shape) != (3, *out_size):
             raise ValueError(
                 f"background stage returned {tuple(composite.shape)} {composite.dtype}, expected (3, {out_size[0]}, "
-                f"{out_size[1]}) uint8"
+                f"{out_size[1]}) {str(expected).removeprefix('torch.')}"
             )
         result.composite = composite
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facetools_dapfsr.images import check_bit_depth, quantise
+
 # Output pixels (per channel) resampled at once; bounds the temporary float buffers to a few
 # tens of MB whatever the photo size.
 BAND_PIXELS = 2_000_000
@@ -33,21 +35,26 @@ def input_to_output(input_size: tuple[int, int], out_size: tuple[int, int]) -> n
     return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
 
 
-def resample_image(image: torch.Tensor, out_size: tuple[int, int], band_pixels: int = BAND_PIXELS) -> torch.Tensor:
+def resample_image(
+    image: torch.Tensor, out_size: tuple[int, int], band_pixels: int = BAND_PIXELS, bit_depth: int = 8
+) -> torch.Tensor:
     """Bicubic resampling of a whole photo, computed band by band.
 
     Args:
         image: ``[C, H, W]`` float in ``[0, 1]``.
         out_size: ``(height, width)`` of the result.
         band_pixels: output pixels per band (memory bound); the result does not depend on it.
+        bit_depth: 8 or 16, what the result is quantised to (the resampling itself is float).
     Returns:
-        ``[C, height, width]`` uint8.
+        ``[C, height, width]`` uint8 (uint16 at 16 bits).
     """
     if image.ndim != 3 or not image.is_floating_point():
         raise ValueError(f"expected a float image [C, H, W], got {tuple(image.shape)} {image.dtype}")
+    check_bit_depth(bit_depth)
     channels, height, width = image.shape
     out_h, out_w = out_size
-    result = torch.empty(channels, out_h, out_w, dtype=torch.uint8, device=image.device)
+    dtype = torch.uint16 if bit_depth == 16 else torch.uint8
+    result = torch.empty(channels, out_h, out_w, dtype=dtype, device=image.device)
     rows_per_band = max(1, band_pixels // out_w)
     # Source coordinates of every output column / row centre.
     src_x = (torch.arange(out_w, dtype=torch.float64) + 0.5) * (width / out_w) - 0.5
@@ -64,10 +71,10 @@ def resample_image(image: torch.Tensor, out_size: tuple[int, int], band_pixels: 
         # "border" padding repeats edge pixels, as F.interpolate's bicubic does at the photo's
         # edges; inside the photo the halo keeps every tap within the band.
         out = F.grid_sample(band.unsqueeze(0), grid, mode="bicubic", padding_mode="border", align_corners=False)
-        result[:, top:bottom] = to_uint8(out[0])
+        result[:, top:bottom] = quantise(out[0], bit_depth)
     return result
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
     """Float in ``[0, 1]`` -> uint8 with rounding (bicubic overshoot is clipped)."""
-    return (image.clamp(0, 1) * 255).round_().to(torch.uint8)
+    return quantise(image, 8)

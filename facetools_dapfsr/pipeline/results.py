@@ -1,8 +1,9 @@
 """What the pipeline produces: detections, per-face results and per-photo results.
 
 Conventions: photos are float tensors ``[3, H, W]`` in ``[0, 1]``; the composite is a uint8
-tensor ``[3, H', W']`` (a quarter of the memory of float, which matters for large photos);
-coordinates are ``(x, y)`` pixels of the input photo with pixel centres at integers.
+tensor ``[3, H', W']`` (a quarter of the memory of float, which matters for large photos), or
+uint16 for a photo run at 16 bits (:attr:`ImageResult.bit_depth`; the rule is in
+:mod:`~facetools_dapfsr.pipeline.stages`); coordinates are ``(x, y)`` pixels of the input photo with pixel centres at integers.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class ImageResult:
     """Weight of the restored faces against the resampled photo (see ``PipelineConfig.fidelity``)."""
     faces: list[FaceResult] = field(default_factory=list)
     composite: torch.Tensor | None = None
-    """``[3, H', W']`` uint8 upscaled photo with the faces replaced."""
+    """``[3, H', W']`` upscaled photo with the faces replaced: uint8, or uint16 at 16 bits."""
+    bit_depth: int = 8
+    """8 or 16: the composite's depth (uint8 or uint16), chosen before the background stage runs."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent per stage (``kind:name``)."""
 

@@ -1,4 +1,19 @@
-"""What a stage object of each kind provides (structural protocols; no base class needed)."""
+"""What a stage object of each kind provides (structural protocols; no base class needed).
+
+The composite's bit depth (the one place this contract is written down): it is uint8, unless the
+caller asks for 16 bits (``pipeline(image, bit_depth=16)``, as ``dapfsr upscale`` and
+``FaceUpscaler.enhance`` do for a 16-bit grey photo written to PNG or TIFF) and every post stage
+declares it can edit a 16-bit composite; then it is uint16 (``ImageResult.bit_depth`` says which).
+A ``background`` or ``post`` stage declares what it handles with a ``bit_depths`` attribute (a
+tuple such as ``(8, 16)``); a stage without one handles 8 bits only, exactly as before 16-bit
+photos existed:
+
+- a background stage without 16 bits is called as ``upscale(image, out_size)`` and its uint8
+  result is widened (``v * 257``, which maps 0-255 onto 0-65535 exactly), so the photo keeps
+  only 8-bit precision away from the faces;
+- a post stage without 16 bits keeps the whole composite at 8 bits (it sees uint8, as it always
+  did), and the photo is written at 8 bits.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +72,9 @@ class SuperResolver(Protocol):
 
 @runtime_checkable
 class BackgroundUpsampler(Protocol):
+    """A stage that can produce a 16-bit composite also sets ``bit_depths = (8, 16)`` and accepts
+    ``upscale(image, out_size, bit_depth=16)``, returning uint16 (see the module's docstring)."""
+
     def upscale(self, image: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
         """The whole photo (``[3, H, W]`` float in ``[0, 1]``) at ``out_size`` (``(height, width)``),
         as ``[3, height, width]`` uint8, mapping pixels as :mod:`facetools_dapfsr.pipeline.resample`
@@ -66,9 +84,17 @@ class BackgroundUpsampler(Protocol):
 
 @runtime_checkable
 class PostProcessor(Protocol):
+    """A stage that can edit a 16-bit (uint16) composite also sets ``bit_depths = (8, 16)``; it
+    reads ``result.bit_depth`` (or the composite's dtype) to know which it has."""
+
     def process(self, result: ImageResult) -> None:
         """Edit ``result.composite`` in place (e.g. paste the super-resolved faces)."""
         ...
+
+
+def stage_bit_depths(stage: object) -> tuple[int, ...]:
+    """The composite bit depths a background or post stage declares; ``(8,)`` when it declares none."""
+    return tuple(getattr(stage, "bit_depths", (8,)))
 
 
 STAGE_PROTOCOLS: dict[str, type] = {
