@@ -10,6 +10,7 @@ does not match is always an error naming the file.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from facetools_dapfsr.fileio import atomic_write_text, sha256_file
 CHECKSUMS_NAME = "checksums.json"
 CHECKSUMS_FORMAT = 1
 MAX_LISTED = 8  # names listed in an error before "and N more"
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class IntegrityError(ValueError):
@@ -53,6 +55,25 @@ def verify_file(path: Path, expected: str) -> None:
             f"{path}: sha256 {actual[:12]}... does not match the recorded {expected[:12]}...; "
             "the file was modified, truncated or corrupted"
         )
+
+
+def check_torch_archive(path: Path) -> None:
+    """Raise :class:`IntegrityError` naming ``path`` unless the ``torch.save`` archive is whole.
+
+    ``torch.save`` writes a zip archive whose members each carry a CRC-32, so a truncated or
+    corrupted file is found by reading it, without unpickling anything. A file that does not
+    start as a zip archive (torch's legacy format) is left to its loader.
+    """
+    with path.open("rb") as stream:
+        if stream.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise IntegrityError(f"{path}: truncated or corrupt torch.save archive ({error})") from error
+    if damaged is not None:
+        raise IntegrityError(f"{path}: corrupt torch.save archive (its member {damaged} fails its CRC-32 check)")
 
 
 def write_checksums(folder: Path, names: Iterable[str]) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -100,6 +103,69 @@ def test_missing_folder_and_unknown_hub_repo(tmp_path, monkeypatch) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "ERR" in out and "not in the local Hub cache" in out
+
+
+UNREACHABLE = """
+from facetools_dapfsr import DAPFSR
+try:
+    DAPFSR.from_pretrained("my-modle")
+except FileNotFoundError as error:
+    print(error)
+"""
+
+
+def answer_nothing(server: socket.socket, hang_up: bool, requests: list[str], connections: list[socket.socket]) -> None:
+    """Accept connections, read each request line, then hang up or keep the connection silent."""
+    while True:
+        try:
+            connection, _ = server.accept()
+        except OSError:  # closed: the test is over
+            return
+        connections.append(connection)
+        with connection.makefile("rb") as stream:
+            requests.append(stream.readline().decode().strip())
+        if hang_up:
+            connection.close()
+
+
+def test_a_mistyped_name_with_the_hub_unreachable_fails_at_once(tmp_path) -> None:
+    """A name that is no local folder, with the Hub down: one request, then a message saying both."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["HF_HOME"] = str(tmp_path / "hf")
+
+    def load(endpoint: str) -> str:
+        # huggingface_hub reads HF_ENDPOINT at import: a fresh interpreter per endpoint
+        done = subprocess.run(
+            [sys.executable, "-c", UNREACHABLE], env={**env, "HF_ENDPOINT": endpoint},
+            capture_output=True, text=True, timeout=300, check=True,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    # A bound socket that does not listen refuses every connection.
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{refusing.getsockname()[1]}"
+        message = load(endpoint)
+    assert message.startswith(f"no such local folder: my-modle, and the Hub ({endpoint}) cannot be reached")
+    assert "Connection refused" in message and "config.json is not in the local Hub cache" in message
+
+    # Servers that read each request and then hang up, or never answer (a dead proxy, a firewall
+    # that drops packets): hf_hub_download alone raised httpx's RemoteProtocolError for the first
+    # and asked the second again with a 60 s timeout, five times over.
+    for hang_up, reason in ((True, "RemoteProtocolError"), (False, "ReadTimeout")):
+        requests: list[str] = []
+        connections: list[socket.socket] = []
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            threading.Thread(target=answer_nothing, args=(server, hang_up, requests, connections), daemon=True).start()
+            endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+            env["HF_HUB_ETAG_TIMEOUT"] = "1"  # the client's own timeout for a Hub request
+            message = load(endpoint)
+            for connection in connections:
+                connection.close()
+        assert message.startswith(f"no such local folder: my-modle, and the Hub ({endpoint}) cannot be reached")
+        assert reason in message
+        # (huggingface_hub also asks once for its /api/agent-harnesses list, for its user agent)
+        assert [line for line in requests if "/my-modle/" in line] == ["HEAD /my-modle/resolve/main/config.json HTTP/1.1"]
 
 
 def test_cli_help_and_version() -> None:

@@ -263,6 +263,10 @@ def test_cached_adapter_is_reused_offline(local, pushed, pulled) -> None:
     report = run_client(OFFLINE, args, dead, pulled["hf_home"], offline=True)
     assert torch.equal(torch.tensor(report["v1"]).reshape(2, 3, 32, 32), expected_outputs(local)["v1"])
     assert "not in the local Hub cache" in report["error"] and "HF_HUB_OFFLINE" in report["error"]
+    # Without HF_HUB_OFFLINE the Hub is tried once, found unreachable, and the cache serves alone.
+    report = run_client(OFFLINE, args, dead, pulled["hf_home"])
+    assert torch.equal(torch.tensor(report["v1"]).reshape(2, 3, 32, 32), expected_outputs(local)["v1"])
+    assert report["error"].startswith(f"no such local folder: faces/never-downloaded, and the Hub ({dead}) cannot be reached")
 
 
 def test_cli_adapt_pushes_the_adapter(hub, local, data_dir, weights_cache, tmp_path) -> None:

@@ -159,11 +159,20 @@ def test_adapter_option_reaches_the_model(album, model_dir, tmp_path, capsys):
 
 def test_output_never_overwrites_the_input(album, model_dir, capsys):
     source = album / "colour.jpg"
-    before = source.read_bytes()
-    status = main(["upscale", str(source), "-o", str(source), "--model", str(model_dir), "--no-progress"])
-    assert status == 1
-    assert "would overwrite an input" in capsys.readouterr().err
-    assert source.read_bytes() == before
+    before = {path: path.read_bytes() for path in album.iterdir()}
+    # An output that is an input stops the run before any photo (status 2, not a failed photo):
+    # given as the file itself, or as the folder the inputs are in.
+    for inputs, output, named in (
+        ([source], source, source),
+        ([album], album, album / "alpha.png"),  # the first of the album's photos in order
+        ([album / "grey.png", source], album, album / "grey.png"),
+    ):
+        argv = ["upscale", *map(str, inputs), "-o", str(output), "--model", str(model_dir), "--no-progress"]
+        assert main(argv) == 2
+        error = capsys.readouterr().err
+        assert f"dapfsr: error: -o: the output {named} is one of the input photos" in error
+        assert "failed" not in error
+    assert {path: path.read_bytes() for path in album.iterdir()} == before
 
 
 def test_outputs_are_checked_before_the_work_and_never_overwrite_an_input(album, model_dir, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """The training recipes as real processes on the CPU: `accelerate launch` with 2 processes (gloo),
-two "machines" on loopback, a killed-and-resumed run, the decoder recipe, and bad data.
+two "machines" on loopback, a killed-and-resumed run, a resumed DeepSpeed ZeRO-2 run, the decoder
+recipe, and bad data.
 
 All runs use the tiny configuration on a few real CelebA photos (plus one image without a face
 and one corrupt file, which every run must skip and count).
@@ -232,6 +233,80 @@ def test_decoder_recipe_trains_a_prior_the_encoder_recipe_uses(faces_dir, landma
     ema = load_file(str(decoder_run / "decoder" / "model.safetensors"))
     key = next(k for k in ema if k.startswith("generator_ema."))
     assert bool((model.decoder.state_dict()[key.removeprefix("generator_ema.")] == ema[key]).all())
+
+
+DEEPSPEED_CONFIG = "recipes/configs/deepspeed_zero2.yaml"
+ZERO_SHARD = "pytorch_model/zero_pp_rank_0_mp_rank_00_optim_states.pt"
+
+
+def _deepspeed_run(faces_dir: Path, landmarks: Path, output: Path, env: dict[str, str], *extra: str, expect_ok: bool = True):
+    """The encoder recipe under the shipped ZeRO-2 config, one process: on a machine without GPU
+    DeepSpeed picks its CPU accelerator (several CPU processes would train separate models)."""
+    pytest.importorskip("deepspeed")
+    # accelerate's DeepSpeed plugin imports transformers (DeepSpeedPlugin.select ->
+    # set_deepspeed_weakref -> HfDeepSpeedConfig), so the deepspeed and test extras list it.
+    pytest.importorskip("transformers", reason="accelerate's DeepSpeed plugin needs transformers")
+    command = _accelerate(
+        "--config_file", DEEPSPEED_CONFIG, "--num_processes", "1",
+        ENCODER,
+        *_common(faces_dir, landmarks, output, "--checkpoint-every", "2", "--validation-size", "0", *extra),
+    )  # fmt: skip
+    return _run(command, env, expect_ok=expect_ok)
+
+
+@pytest.fixture(scope="module")
+def deepspeed_runs(faces_dir, landmarks, run_env, tmp_path_factory) -> dict[str, Path]:
+    """A 4-step ZeRO-2 run, and one stopped after 2 steps and resumed to 4."""
+    root = tmp_path_factory.mktemp("deepspeed")
+    _deepspeed_run(faces_dir, landmarks, root / "uninterrupted", run_env, "--max-steps", "4")
+    _deepspeed_run(faces_dir, landmarks, root / "staged", run_env, "--max-steps", "2")
+    # Kept before the resume writes step 4, for the test of a changed checkpoint below.
+    shutil.copytree(root / "staged" / "checkpoints", root / "after-2-steps" / "checkpoints")
+    resumed = _deepspeed_run(faces_dir, landmarks, root / "staged", run_env, "--max-steps", "4", "--resume", "latest")
+    assert "resumed from" in resumed.stderr and "step_00000002" in resumed.stderr
+    return {"uninterrupted": root / "uninterrupted", "staged": root / "staged", "after-2-steps": root / "after-2-steps"}
+
+
+def test_a_deepspeed_run_resumes_to_the_uninterrupted_result(deepspeed_runs) -> None:
+    import torch
+
+    expected, got = _summaries(deepspeed_runs["uninterrupted"], 1)[0], _summaries(deepspeed_runs["staged"], 1)[0]
+    assert expected["distributed_type"] == got["distributed_type"] == "DEEPSPEED"
+    assert got["step"] == expected["step"] == 4 and got["samples_seen"] == expected["samples_seen"]
+    assert got["encoder_sha256"] == expected["encoder_sha256"]
+    checkpoint = deepspeed_runs["after-2-steps"] / "checkpoints" / "step_00000002"
+    # A DeepSpeed checkpoint (ZeRO-2 shards), recorded like any other; reading its settings
+    # unpickles it, as resuming does: this run wrote it.
+    assert ZERO_SHARD in json.loads((checkpoint / "training_state.json").read_text())["files_sha256"]
+    states = torch.load(checkpoint / "pytorch_model" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    assert states["ds_config"]["zero_optimization"]["stage"] == 2
+
+
+class _Unpickled:
+    """Unpickling it creates ``marker``: the code a rewritten checkpoint could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_changed_deepspeed_checkpoint_is_refused_before_it_is_unpickled(
+    deepspeed_runs, faces_dir, landmarks, run_env, tmp_path
+) -> None:
+    import torch
+
+    output = tmp_path / "run"
+    shutil.copytree(deepspeed_runs["after-2-steps"], output)
+    shard = output / "checkpoints" / "step_00000002" / ZERO_SHARD
+    marker = tmp_path / "unpickled"
+    torch.save({"optimizer_state_dict": _Unpickled(marker)}, shard)  # the run's record still holds the old hash
+    result = _deepspeed_run(faces_dir, landmarks, output, run_env, "--max-steps", "4", "--resume", "latest", expect_ok=False)
+    assert result.returncode != 0
+    assert f"{shard}: sha256 " in result.stderr and "does not match the recorded" in result.stderr
+    assert not marker.exists()  # refused before DeepSpeed read the shard
+    assert not (output / "model").exists() and not (output / "checkpoints" / "step_00000004").exists()
 
 
 def test_unusable_data_fails_clearly(run_env, tmp_path) -> None:

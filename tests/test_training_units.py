@@ -3,7 +3,9 @@ native decoder folders, and the shipped launch configurations (DeepSpeed's own p
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -153,16 +155,27 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path) -> None:
         load_checkpoint(accelerator, folder)
     state.write_text(good)
     optimizer_file = next(folder.glob("optimizer*.bin"))
-    optimizer_file.write_bytes(optimizer_file.read_bytes()[:100])  # truncated
+    intact = optimizer_file.read_bytes()
+    optimizer_file.write_bytes(intact[:100])  # truncated
     # The sha256 recorded in training_state.json notices it first, naming the file ...
     with pytest.raises(ValueError, match="does not match the recorded") as caught:
         load_checkpoint(accelerator, folder)
     assert str(optimizer_file) in str(caught.value)
-    # ... and a checkpoint saved before that record still fails with the checkpoint named.
+    # ... and in a checkpoint saved before that record, torch.save's archive does (each member
+    # carries a CRC-32): truncated, or one byte of the optimizer's tensors flipped.
     state.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "files_sha256"}))
-    with pytest.raises(ValueError, match="cannot be loaded") as caught:
-        load_checkpoint(accelerator, folder)
-    assert str(folder) in str(caught.value)
+    with zipfile.ZipFile(io.BytesIO(intact)) as archive:
+        largest = max(archive.infolist(), key=lambda member: member.file_size)
+        offset = intact.index(archive.read(largest))
+    flipped = bytearray(intact)
+    flipped[offset] ^= 0xFF
+    for damaged, message in ((intact[:100], "truncated or corrupt"), (bytes(flipped), "fails its CRC-32 check")):
+        optimizer_file.write_bytes(damaged)
+        with pytest.raises(ValueError, match=message) as caught:
+            load_checkpoint(accelerator, folder)
+        assert str(caught.value).startswith(f"{optimizer_file}: ")
+    optimizer_file.write_bytes(intact)
+    assert load_checkpoint(accelerator, folder).step == 3  # an intact one resumes
 
 
 # -- GAN terms and the native decoder folder -------------------------------------------------------

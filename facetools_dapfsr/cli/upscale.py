@@ -172,12 +172,17 @@ def parse_face_choice(text: str) -> FaceChoice:
 
 
 def check_outputs(jobs: list[Job], report: Path | None, inputs: list[Path], save_faces: Path | None = None) -> None:
-    """Refuse, before any photo runs, outputs that cannot be written and a --report or
-    --save-faces that would overwrite an input: otherwise the run would fail (or destroy a
-    photo) only at its end."""
+    """Refuse, before any photo runs, outputs that cannot be written and an output photo, a
+    --report or a --save-faces that would overwrite an input: otherwise the run would fail (or
+    destroy a photo) only at its end."""
+    protected = {path.resolve() for path in inputs}
+    for job in jobs:
+        # plan_jobs marks these jobs failed (what the Python API gets); a command cannot succeed
+        # with them, so it stops before loading the model rather than reporting each photo.
+        if job.output is not None and job.output.resolve() in protected:
+            raise ValueError(f"-o: the output {job.output} is one of the input photos; choose another output")
     for folder in sorted({job.output.parent for job in jobs if job.output is not None and job.error is None}):
         check_can_create(folder, "-o")
-    protected = {path.resolve() for path in inputs}
     if save_faces is not None:
         if save_faces.resolve() in protected:
             raise ValueError(f"--save-faces {save_faces} is one of the input photos; give a folder")

@@ -48,6 +48,10 @@ def resolve_file(model_id_or_path: str | Path, filename: str, revision: str | No
     return Path(_hub_download(str(model_id_or_path), filename, revision))
 
 
+_REACHED_ENDPOINTS: set[str] = set()
+"""Hub endpoints that answered this process, so their files need no reachability check."""
+
+
 def _hub_download(repo_id: str, filename: str, revision: str | None) -> str:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
@@ -60,6 +64,17 @@ def _hub_download(repo_id: str, filename: str, revision: str | None) -> str:
 
     where = f"{repo_id}@{revision}" if revision else repo_id
     try:
+        unreachable = _hub_unreachable(repo_id, filename, revision)
+        if unreachable is not None:
+            # hf_hub_download would retry for half a minute before falling back to the cache:
+            # go to the cache at once, and say why the Hub was not asked.
+            try:
+                return hf_hub_download(repo_id, filename, revision=revision, local_files_only=True)
+            except LocalEntryNotFoundError as error:
+                raise FileNotFoundError(
+                    f"no such local folder: {repo_id}, and the Hub ({unreachable[0]}) cannot be reached to "
+                    f"fetch it as a Hub model ({unreachable[1]}); its {filename} is not in the local Hub cache"
+                ) from error
         return hf_hub_download(repo_id, filename, revision=revision)
     except HFValidationError as error:
         raise FileNotFoundError(f"{repo_id!r} is neither a local folder nor a valid Hub repo id") from error
@@ -75,6 +90,52 @@ def _hub_download(repo_id: str, filename: str, revision: str | None) -> str:
         ) from error
     except EntryNotFoundError as error:
         raise FileNotFoundError(f"Hub repository {where} has no {filename}") from error
+
+
+def _hub_unreachable(repo_id: str, filename: str, revision: str | None) -> tuple[str, str] | None:
+    """``(endpoint, reason)`` when one request without retries cannot reach the Hub, else None.
+
+    Left to ``hf_hub_download``: offline mode (it reads only the cache), a file the cache holds
+    (it falls back to it without retrying) and an endpoint that already answered this process.
+    So the check costs one request, for the first file a process downloads.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    endpoint = constants.ENDPOINT
+    if constants.HF_HUB_OFFLINE or endpoint in _REACHED_ENDPOINTS:
+        return None
+    if try_to_load_from_cache(repo_id, filename, revision=revision) is not None:  # a path, or "known absent"
+        return None
+    try:
+        # No retries (huggingface_hub >= 1 retries network errors only inside hf_hub_download).
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    # Both subclass OSError under huggingface_hub < 1 (requests): test them first.
+    except OfflineModeIsEnabled:
+        return None
+    except HfHubHTTPError:
+        pass  # the Hub answered (404, 401...): hf_hub_download raises its own error for it
+    except (OSError, *_transport_errors()) as error:
+        return endpoint, f"{type(error).__name__}: {error}"
+    _REACHED_ENDPOINTS.add(endpoint)
+    return None
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP client's errors for a server that cannot be reached or does not answer.
+
+    huggingface_hub >= 1 speaks httpx (httpx2 from 2.x); earlier versions use requests, whose
+    errors are OSErrors.
+    """
+    import importlib
+
+    errors = []
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
 
 
 def external_prefixes(config: DAPFSRConfig) -> tuple[str, ...]:

@@ -200,7 +200,8 @@ class DAPFSR(nn.Module):
         """Load a model from a local folder or a Hub repository (strict; never unpickles).
 
         Hub downloads go through ``huggingface_hub`` (cache, ``HF_HUB_OFFLINE=1``,
-        ``HF_ENDPOINT``). The returned model is in eval mode.
+        ``HF_ENDPOINT``). A file not in its cache, with the Hub unreachable, is an error after one
+        request (no retries). The returned model is in eval mode.
 
         Args:
             adapter: a domain adapter (folder or Hub repo) to load and activate as

@@ -15,7 +15,8 @@ per-rank shards); the output folder must be shared by all machines (a network fi
 ``training_state.json`` records the sha256 of every other file of the checkpoint. Resuming checks
 them all, and that the safetensors tensors are finite, before anything is loaded: a checkpoint
 with a flipped byte is refused naming the file instead of resuming into a model of ``inf``.
-Checkpoints saved before the record existed resume unchecked.
+Checkpoints saved before the record existed get the checks their files allow: finite
+safetensors, and ``torch.save`` archives whose every member passes its CRC-32.
 
 Trusted input only: ``optimizer.bin``, ``scheduler.bin`` and ``random_states_*.pkl`` are written
 by ``accelerator.save_state`` with ``torch.save`` and read back with ``torch.load``, and a
@@ -39,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from facetools_dapfsr.fileio import atomic_path, atomic_write_text
-from facetools_dapfsr.integrity import check_finite, file_hashes, verify_file
+from facetools_dapfsr.integrity import check_finite, check_torch_archive, file_hashes, verify_file
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -50,6 +51,9 @@ CHECKPOINTS_DIR = "checkpoints"
 STATE_NAME = "training_state.json"
 INCOMPLETE_PREFIX = ".incomplete-"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+TORCH_SAVE_SUFFIXES = frozenset({".bin", ".pkl", ".pt", ".pth"})
+"""Files accelerate (optimizer, scheduler, RNG states) and DeepSpeed (ZeRO shards) write with
+``torch.save``."""
 
 
 @dataclass
@@ -195,10 +199,16 @@ def load_checkpoint(
 
 
 def verify_checkpoint(path: Path, state: TrainingState) -> None:
-    """Raise ``ValueError`` naming the file unless every file the state records is intact and
-    every safetensors file holds finite tensors; runs before any file is unpickled."""
+    """Raise ``ValueError`` naming the file unless every file the state records is intact,
+    every ``torch.save`` file it does not record is a whole archive (checkpoints saved before
+    the record), and every safetensors file holds finite tensors; runs before any file is
+    unpickled."""
     for name, digest in sorted(state.files_sha256.items()):
         verify_file(path / name, digest)
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TORCH_SAVE_SUFFIXES):
+        if file.relative_to(path).as_posix() not in state.files_sha256:
+            # Otherwise torch.load's error for a truncated file names no file, only the folder.
+            check_torch_archive(file)
     for weights in sorted(path.rglob("*.safetensors")):
         try:
             tensors = load_file(str(weights))
