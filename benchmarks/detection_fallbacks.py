@@ -6,7 +6,7 @@
 Sets: every Extended Yale B image (all 64 illuminations of every subject, tight 168x192 grey
 crops), CelebA test photos as they are, and the same photos with inverted intensities (what a
 thermal image looks like to a detector trained on photos). The detector is the one training data and
-``dapfsr evaluate`` folders use (:class:`facetools_dapfsr.data.faces.LandmarkDetector`, default
+``dapfsr evaluate`` folders use (:class:`facetools_dapfsr.data.landmarks.LandmarkDetector`, default
 settings). Yale B's 64 images of a subject are pixel-registered, so the landmarks found
 on its frontal-lit image by the padded search of ``dapfsr adapt`` (what the evaluation protocol uses
 for every image of the subject) are a reference for the others: the error column is the median
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facetools_dapfsr.data.faces import DetectorSettings, LandmarkDetector
+from facetools_dapfsr.data.landmarks import DetectorSettings, LandmarkDetector
 from facetools_dapfsr.evaluation.runner import machine_description
 from facetools_dapfsr.fileio import atomic_write_text
 

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from facetools_dapfsr import DAPFSR
-from facetools_dapfsr.data.faces import AlignedFaces, DetectorSettings
+from facetools_dapfsr.data.faces import AlignedFaces
+from facetools_dapfsr.data.landmarks import DetectorSettings
 from facetools_dapfsr.metrics import psnr
 from facetools_dapfsr.metrics.lpips import LPIPS
 from facetools_dapfsr.pipeline.routing import sharpness

@@ -22,7 +22,8 @@ from torchvision.utils import save_image
 
 from facetools_dapfsr import DAPFSR
 from facetools_dapfsr.data.degradation import DegradationConfig
-from facetools_dapfsr.data.faces import AlignedFaces, DetectorSettings
+from facetools_dapfsr.data.faces import AlignedFaces
+from facetools_dapfsr.data.landmarks import DetectorSettings
 from facetools_dapfsr.metrics import psnr
 from facetools_dapfsr.metrics.lpips import LPIPS
 from facetools_dapfsr.models.mobilestylegan import RENDER_SIZES, MobileStyleGANDecoder

@@ -15,14 +15,16 @@ from PIL import Image
 from facetools_dapfsr.data.alignment import template_points
 from facetools_dapfsr.data.faces import (
     AlignedFaces,
-    DetectorSettings,
     FaceDataError,
-    LandmarkCache,
-    LandmarkDetector,
     decode_image,
     find_landmarks,
     image_key,
     load_image_table,
+)
+from facetools_dapfsr.data.landmarks import (
+    DetectorSettings,
+    LandmarkCache,
+    LandmarkDetector,
 )
 from facetools_dapfsr.images import read_image
 

@@ -26,7 +26,7 @@ from facetools_dapfsr.data.detection_fallbacks import (
     lift_shadows,
     parse_fallbacks,
 )
-from facetools_dapfsr.data.faces import DetectorSettings, LandmarkDetector
+from facetools_dapfsr.data.landmarks import DetectorSettings, LandmarkDetector
 from facetools_dapfsr.evaluation.protocol import ProtocolConfig
 
 

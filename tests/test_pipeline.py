@@ -15,6 +15,7 @@ from facetools_dapfsr import DAPFSR, DAPFSRConfig
 from facetools_dapfsr.data.alignment import (
     FACE_TEMPLATE,
     alignment_matrix,
+    crop_footprint,
     invert_affine,
 )
 from facetools_dapfsr.pipeline import (
@@ -27,7 +28,7 @@ from facetools_dapfsr.pipeline import (
     PathOptions,
     PipelineConfig,
 )
-from facetools_dapfsr.pipeline.align import TemplateAligner, crop_footprint
+from facetools_dapfsr.pipeline.align import TemplateAligner
 from facetools_dapfsr.pipeline.detect_mtcnn import MTCNNDetector
 from facetools_dapfsr.pipeline.paste import (
     FacePaster,

@@ -24,7 +24,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from facetools_dapfsr import DAPFSR
-from facetools_dapfsr.data.faces import AlignedFaces, DetectorSettings
+from facetools_dapfsr.data.faces import AlignedFaces
+from facetools_dapfsr.data.landmarks import DetectorSettings
 from facetools_dapfsr.training.reporting import state_dict_sha256
 
 pytestmark = pytest.mark.slow

@@ -1,10 +1,11 @@
 """The one-shot exemplar: read a photo, find its face, align it to the model's template.
 
 DAMMA needs the exemplar as the model sees faces: ``[1, 3, hr, hr]`` in ``[0, 1]``, aligned with
-the 5-point template of :mod:`facetools_dapfsr.data.alignment`. Landmarks come from MTCNN (the
-pipeline's detector); the largest face is used. Tightly cropped faces (Extended Yale B, many ID
-photos) are not found, or found with wrong landmarks, by MTCNN unless the photo is padded, so
-every photo is searched with a grey border around it (see ``PADDINGS``).
+the 5-point template of :mod:`facetools_dapfsr.data.alignment`. Landmarks come from the landmark
+service's photo search (:meth:`facetools_dapfsr.data.landmarks.LandmarkDetector.find_face`):
+the largest face, searched with grey borders around the photo, since MTCNN misses tightly
+cropped faces (Extended Yale B, many ID photos) or finds them with wrong landmarks unless the
+photo is padded.
 """
 
 from __future__ import annotations
@@ -18,20 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from facetools_dapfsr.data.alignment import align_face
-from facetools_dapfsr.data.detection_fallbacks import (
-    DEFAULT_FALLBACKS,
-    detect_with_fallbacks,
-)
+from facetools_dapfsr.data.detection_fallbacks import DEFAULT_FALLBACKS
+from facetools_dapfsr.data.landmarks import LandmarkDetector
 from facetools_dapfsr.images import ImageReadError, read_image
-
-# MTCNN misses faces that fill the whole frame, or finds them with landmarks pushed outwards (the
-# face is cut by the frame). A grey border (per side, as a fraction of the longer side) fixes
-# both; these are tried in order. Measured on the frontal-lit Extended Yale B crops: with 0.4
-# (or 0.3) the eyes come out about 95-100 px apart at y 42-50 (the true layout), with 0.2 or no
-# border often 110-150 px apart. A border does not change a face that lies inside the photo.
-PADDINGS = (0.4, 0.3, 0.5, 0.2, 0.6, 0.0)
-PADDING_GREY = 0.5
-MIN_FACE_SIZE = 20.0
 
 
 class ExemplarError(ValueError):
@@ -53,42 +43,13 @@ class Exemplar:
 
 
 def find_landmarks(
-    image: torch.Tensor, fallbacks: Sequence[str] = DEFAULT_FALLBACKS
+    image: torch.Tensor, fallbacks: Sequence[str] = DEFAULT_FALLBACKS, detector: LandmarkDetector | None = None
 ) -> tuple[np.ndarray, str | None] | None:
-    """``(landmarks [5, 2], fallback)`` of the largest face in ``image [3, H, W]``, or None.
-
-    The photo is searched with the grey borders of ``PADDINGS``; where none finds a face, the
-    intensity changes of ``fallbacks`` (:mod:`facetools_dapfsr.data.detection_fallbacks`: the
-    search pads already, so ``pad`` adds nothing here) are tried in order, and ``fallback``
-    names the one that found it (None: the photo as it is).
-    """
-    from facetools_dapfsr.pipeline.detect_mtcnn import MTCNNDetector
-
-    detector = MTCNNDetector(min_face_size=MIN_FACE_SIZE)
-
-    def padded_search(photo: torch.Tensor) -> tuple[np.ndarray, None] | None:
-        for fraction in PADDINGS:
-            pad = round(fraction * max(photo.shape[1:]))
-            padded = F.pad(photo.unsqueeze(0), (pad, pad, pad, pad), value=PADDING_GREY)[0] if pad else photo
-            detections = detector.detect(padded)
-            if detections:
-                largest = max(detections, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
-                return np.asarray(largest.landmarks, dtype=np.float64) - pad, None
-        return None
-
-    found = padded_search(image)
-    if found is not None:
-        return found[0], None
-    intensity = dict.fromkeys("+".join(p for p in name.split("+") if p != "pad") for name in fallbacks)
-    intensity.pop("", None)
-    as_uint8 = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    found, fallback = detect_with_fallbacks(
-        lambda shown: padded_search(torch.from_numpy(shown).permute(2, 0, 1).float() / 255),
-        as_uint8,
-        list(intensity),
-        try_plain=False,
-    )
-    return None if found is None else (np.asarray(found[0], dtype=np.float64), fallback)
+    """``(landmarks [5, 2], fallback)`` of the largest face in ``image [3, H, W]``, or None:
+    :meth:`LandmarkDetector.find_face <facetools_dapfsr.data.landmarks.LandmarkDetector.find_face>`
+    (``fallback`` names the detection fallback that found it, None: the photo as it is).
+    ``detector``: one to reuse across photos (its networks are loaded once)."""
+    return (detector or LandmarkDetector()).find_face(image, fallbacks)
 
 
 def read_photo(path: str | os.PathLike[str]) -> torch.Tensor:

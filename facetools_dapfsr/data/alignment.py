@@ -9,7 +9,12 @@ Conventions (stated once, used everywhere):
 - landmark and pixel coordinates are ``(x, y)`` with pixel centres at integer positions
   (pixel ``(0, 0)`` covers ``[-0.5, 0.5]^2``), the convention of MTCNN and OpenCV;
 - landmark order: left eye, right eye, nose tip, left mouth corner, right mouth corner
-  ("left" as seen in the image).
+  ("left" as seen in the image);
+- an image resampled by a factor ``s`` (per axis) maps pixel ``p`` to ``(p + 0.5) * s - 0.5``
+  (the ``align_corners=False`` convention of PyTorch and Pillow): :func:`rescale_matrix`,
+  :func:`resampled_points`, :func:`original_points`;
+- a ``size`` crop covers ``-0.5 .. size - 0.5`` of its own pixels; where that lies in the
+  source: :func:`crop_corners`, :func:`crop_footprint`.
 """
 
 from __future__ import annotations
@@ -45,6 +50,42 @@ def aligned_crop_points(width: int, height: int) -> np.ndarray:
     if width != height:
         raise ValueError(f"{width}x{height} is not a square template crop")
     return template_points(width)
+
+
+def rescale_matrix(sx: float, sy: float) -> np.ndarray:
+    """``[2, 3]`` affine from an image's pixel coordinates to those of the image resampled by
+    ``sx`` horizontally and ``sy`` vertically."""
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+
+
+def resampled_points(points: np.ndarray, factor: float) -> np.ndarray:
+    """Coordinates ``points`` of an image -> the same points in the image resampled by ``factor``."""
+    return (points + 0.5) * factor - 0.5
+
+
+def original_points(points: np.ndarray, factor: float) -> np.ndarray:
+    """The inverse of :func:`resampled_points`: points of the image resampled by ``factor`` ->
+    the image's own. (Divides by ``factor``: its reciprocal is not exact, and found landmarks
+    keep the numbers they always had.)"""
+    return (points + 0.5) / factor - 0.5
+
+
+def crop_corners(matrix: np.ndarray, size: int, margin: float = 0.0) -> np.ndarray:
+    """``[4, 2]`` corners of the ``size`` crop of ``matrix`` (source pixels -> crop pixels),
+    widened by ``margin`` crop pixels on each side, in source pixel coordinates."""
+    low, high = -0.5 - margin, size - 0.5 + margin
+    inverse = invert_affine(matrix)
+    corners = np.array([[low, low], [high, low], [low, high], [high, high]])
+    return corners @ inverse[:, :2].T + inverse[:, 2]
+
+
+def crop_footprint(matrix: np.ndarray, size: int, margin: int = 0) -> tuple[int, int, int, int]:
+    """Integer bounding box ``(x0, y0, x1, y1)`` (exclusive end) of the ``size`` crop in the
+    source, ``margin`` source pixels wider on each side."""
+    points = crop_corners(matrix, size)
+    x0, y0 = np.floor(points.min(0)).astype(int) - margin
+    x1, y1 = np.ceil(points.max(0)).astype(int) + margin + 1
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -104,7 +145,7 @@ def warp_plan(matrix: torch.Tensor, in_size: tuple[int, int]) -> tuple[tuple[int
     new_h, new_w = max(1, round(height / factor)), max(1, round(width / factor))
     sx, sy = width / new_w, height / new_h
     # new pixel p' relates to old pixel p by p = (p' + 0.5) * s - 0.5
-    to_old = torch.tensor([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0, 0, 1]], dtype=torch.float64)
+    to_old = torch.from_numpy(np.vstack([rescale_matrix(sx, sy), [0.0, 0.0, 1.0]]))
     m_full = torch.cat([matrix, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64).expand(batch, 1, 3)], 1)
     return (new_h, new_w), (m_full @ to_old)[:, :2]
 

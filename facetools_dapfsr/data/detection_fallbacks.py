@@ -59,6 +59,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from facetools_dapfsr.data.alignment import original_points
+
 PAD_FRACTION = 0.4
 PAD_GREY = 128
 LIFT_GAMMA = 0.4
@@ -136,7 +138,7 @@ class Shown:
     def to_original(self, landmarks: np.ndarray) -> np.ndarray:
         """``landmarks [5, 2]`` found in :attr:`image` -> the original image's pixel coordinates
         (pixel centres at integers) and the template's order."""
-        points = (np.asarray(landmarks, dtype=np.float32) - self.pad + 0.5) / self.scale - 0.5
+        points = original_points(np.asarray(landmarks, dtype=np.float32) - self.pad, self.scale)
         if self.mirrored_width is not None:
             points = points[list(MIRROR_ORDER)].copy()
             points[:, 0] = self.mirrored_width - 1 - points[:, 0]
@@ -220,6 +222,22 @@ def is_plausible_face(landmarks: np.ndarray, image_shape: tuple[int, ...] | None
     return large_enough and tilt < 30 and 0.6 < ratio < 1.6 and eyes[1] < nose[1] < mouth[1]
 
 
+def search_again_with_border(
+    attempt: Callable[[str], Found | None], found: Found, name: str | None, fallbacks: Sequence[str], image_width: int
+) -> tuple[Found, str | None]:
+    """``(found, name)``, or the same face searched again with the border when ``found`` (its
+    landmarks first), found by the fallback ``name`` (None: the image as it is) without the
+    border, fills the image (:func:`is_tight_crop`) and ``name`` with ``pad`` is among
+    ``fallbacks``. ``attempt(fallback)`` runs a detection on that fallback's image, mapped back."""
+    padded = {frozenset(fallback.split("+")): fallback for fallback in fallbacks if "pad" in fallback.split("+")}
+    parts = frozenset(name.split("+")) if name is not None else frozenset()
+    with_border = padded.get(parts | {"pad"})
+    if with_border in (None, name) or not is_tight_crop(found[0], image_width):
+        return found, name
+    again = attempt(with_border)
+    return (again, with_border) if again is not None else (found, name)
+
+
 def detect_with_fallbacks(
     detect: Callable[[np.ndarray], tuple[np.ndarray, Found] | None],
     image: np.ndarray,
@@ -233,43 +251,51 @@ def detect_with_fallbacks(
 
     ``detect`` maps an ``[H, W, 3]`` uint8 image to ``(landmarks, extra)`` or None. The plain
     image is tried first (``fallback`` None), unless ``try_plain`` is False because the caller
-    already did (batched detection). ``detect_fallback`` (default ``detect``) is used on the
+    already did (batched detection: then the caller also runs :func:`search_again_with_border`
+    on the faces it found). ``detect_fallback`` (default ``detect``) is used on the
     fallbacks' images: a detector with a lower score threshold, say, where ``is_lenient(extra)``
     tells a detection below the usual threshold. Such a detection counts only when it is
     :func:`is_plausible_face`, and only when no fallback in the list gives a detection at the
     usual threshold (the first plausible lenient one is kept meanwhile: no fallback runs twice).
-    A fallback without ``pad`` that finds a face filling the image is tried again with the
-    border when that combination is among ``fallbacks``, as the plain image is.
+    A face found without ``pad`` that fills the image, on the plain image (with ``detect``) or
+    on a fallback's, is searched again with the border when that combination is among
+    ``fallbacks`` (:func:`search_again_with_border`).
     """
+    width = image.shape[1]
     if try_plain:
         found = detect(image)
         if found is not None:
-            return found, None
+            return search_again_with_border(
+                lambda name: detect_on_fallback(detect, image, name), found, None, fallbacks, width
+            )
     detect_fallback = detect_fallback or detect
-    padded = {frozenset(name.split("+")): name for name in fallbacks if "pad" in name.split("+")}
     lenient: tuple[tuple[np.ndarray, Found], str] | None = None
 
     def attempt(name: str) -> tuple[np.ndarray, Found] | None:
-        shown = apply_fallback(image, name)
-        found = detect_fallback(shown.image)
+        found = detect_on_fallback(detect_fallback, image, name)
         if found is None:
             return None
-        landmarks = shown.to_original(found[0])
-        if is_lenient is not None and is_lenient(found[1]) and not is_plausible_face(landmarks, image.shape):
+        if is_lenient is not None and is_lenient(found[1]) and not is_plausible_face(found[0], image.shape):
             return None
-        return landmarks, found[1]
+        return found
 
     for name in fallbacks:
         found = attempt(name)
         if found is None:
             continue
-        with_border = padded.get(frozenset(name.split("+")) | {"pad"})
-        if with_border not in (None, name) and is_tight_crop(found[0], image.shape[1]):
-            again = attempt(with_border)
-            if again is not None:
-                found, name = again, with_border
+        found, name = search_again_with_border(attempt, found, name, fallbacks, width)
         if is_lenient is None or not is_lenient(found[1]):
             return found, name
         if lenient is None:
             lenient = (found, name)
     return lenient if lenient is not None else (None, None)
+
+
+def detect_on_fallback(
+    detect: Callable[[np.ndarray], tuple[np.ndarray, Found] | None], image: np.ndarray, name: str
+) -> tuple[np.ndarray, Found] | None:
+    """``(landmarks, extra)`` of ``detect`` on the fallback ``name``'s image of ``image``, the
+    landmarks mapped back to ``image`` (:meth:`Shown.to_original`), or None."""
+    shown = apply_fallback(image, name)
+    found = detect(shown.image)
+    return None if found is None else (shown.to_original(found[0]), found[1])

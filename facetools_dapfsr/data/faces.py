@@ -1,9 +1,10 @@
 """Training faces: an image folder or a Hub dataset, aligned to the model's template.
 
 The images come through ``datasets`` (a local folder is read with the ``imagefolder`` builder, a
-Hub dataset id with ``load_dataset``). Five facial landmarks are found once per image with MTCNN
-(facenet-pytorch) and kept in a JSON cache keyed by ``path|size|mtime`` (or by the sha256 of the
-bytes for Hub images without a local file), so a second run, another rank or a resumed run does
+Hub dataset id with ``load_dataset``). Five facial landmarks are found once per image by the
+landmark service (:class:`~facetools_dapfsr.data.landmarks.LandmarkDetector`, MTCNN) and kept in
+its JSON cache keyed by ``path|size|mtime`` (or by the sha256 of the bytes for Hub images
+without a local file), so a second run, another rank or a resumed run does
 not detect again, and a changed file is detected anew. Images that cannot be decoded or hold no
 face are skipped and counted (:class:`FaceDataReport`); an empty source is an error.
 
@@ -28,21 +29,16 @@ import numpy as np
 import torch
 
 from facetools_dapfsr.data.alignment import align_face
-from facetools_dapfsr.data.detection_fallbacks import (
-    DEFAULT_FALLBACKS,
-    apply_fallback,
-    detect_with_fallbacks,
-    is_tight_crop,
+from facetools_dapfsr.data.landmarks import (
+    DetectorSettings,
+    LandmarkCache,
+    LandmarkDetector,
 )
-from facetools_dapfsr.fileio import atomic_write_text
 from facetools_dapfsr.images import ImageReadError, read_image
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"})
-CACHE_FORMAT_VERSION = 1
-# Landmark-cache writes during a long detection pass, so an interrupted pass keeps its work.
-CACHE_SAVE_EVERY = 256
 MAX_LISTED_SKIPS = 5
 
 
@@ -52,25 +48,6 @@ class FaceDataError(ValueError):
 
 class UnreadableImageError(ValueError):
     """One image could not be decoded."""
-
-
-@dataclass(frozen=True)
-class DetectorSettings:
-    """How landmarks are found; part of the cache's identity (other settings, other cache)."""
-
-    min_face_size: float = 40.0
-    """Smallest face MTCNN looks for, in pixels (smaller is slower; CelebA faces are ~90 px)."""
-    min_score: float = 0.95
-    """A detection with a lower MTCNN probability does not count as a face."""
-    fallback_min_score: float = 0.7
-    """The same on a detection fallback's image, where a face below ``min_score`` must also have
-    an upright face's geometry (:func:`~facetools_dapfsr.data.detection_fallbacks.is_plausible_face`)
-    and counts only when no fallback finds one at ``min_score``."""
-    batch_size: int = 16
-    """Images of one size detected together."""
-    fallbacks: tuple[str, ...] = DEFAULT_FALLBACKS
-    """Tried in order on an image where no face is found
-    (:mod:`facetools_dapfsr.data.detection_fallbacks`); ``()`` for none."""
 
 
 @dataclass
@@ -191,7 +168,7 @@ def detector_pixels(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy().copy()
 
 
-# -- landmark cache -----------------------------------------------------------------------------
+# -- landmarks ----------------------------------------------------------------------------------
 def default_landmark_cache(source: str, split: str, settings: DetectorSettings) -> Path:
     """``<DAPFSR_CACHE>/landmarks/<source slug>-<hash>.json`` for this source, split and detector."""
     from facetools_dapfsr.weights import cache_root
@@ -200,103 +177,6 @@ def default_landmark_cache(source: str, split: str, settings: DetectorSettings) 
     digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(source).strip("/."))[-60:] or "data"
     return cache_root() / "landmarks" / f"{slug}-{split}-{digest}.json"
-
-
-class LandmarkCache:
-    """JSON file of detection results: ``{key: {"status": "ok"|"no_face"|"unreadable", ...}}``.
-
-    Nothing is read in the constructor; call :meth:`load`. Writes are atomic.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], settings: DetectorSettings) -> None:
-        self.path = Path(path)
-        self.settings = settings
-        self.entries: dict[str, dict[str, Any]] = {}
-
-    def load(self) -> LandmarkCache:
-        if not self.path.is_file():
-            return self
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError) as error:
-            logger.warning("landmark cache %s is unreadable (%s); detecting again", self.path, error)
-            return self
-        # Compared as JSON: tuples come back as lists.
-        settings = json.loads(json.dumps(asdict(self.settings)))
-        if data.get("format_version") != CACHE_FORMAT_VERSION or data.get("detector") != settings:
-            logger.warning("landmark cache %s was made with other settings; detecting again", self.path)
-            return self
-        self.entries = dict(data.get("entries", {}))
-        return self
-
-    def save(self) -> None:
-        payload = {
-            "format_version": CACHE_FORMAT_VERSION,
-            "detector": asdict(self.settings),
-            "entries": self.entries,
-        }
-        atomic_write_text(self.path, json.dumps(payload, sort_keys=True) + "\n")
-
-
-# -- detection ----------------------------------------------------------------------------------
-class LandmarkDetector:
-    """MTCNN with 5 landmarks; returns the most confident face of each image (or None)."""
-
-    def __init__(self, settings: DetectorSettings) -> None:
-        self.settings = settings
-        self._mtcnn: Any = None  # built on first use: loading the networks is I/O
-
-    def detect(
-        self, images: Sequence[np.ndarray], min_score: float | None = None
-    ) -> list[tuple[np.ndarray, float] | None]:
-        """``[H, W, 3]`` uint8 images of one size -> ``(landmarks [5, 2], score)`` or None each,
-        on the images as they are (no fallbacks); ``min_score`` defaults to the settings'."""
-        min_score = self.settings.min_score if min_score is None else min_score
-        if self._mtcnn is None:
-            from facenet_pytorch import MTCNN
-
-            self._mtcnn = MTCNN(keep_all=True, min_face_size=self.settings.min_face_size, device="cpu")
-        _boxes, scores, points = self._mtcnn.detect(np.stack(images), landmarks=True)
-        results: list[tuple[np.ndarray, float] | None] = []
-        for image_scores, image_points in zip(scores, points, strict=True):
-            if image_scores is None or image_points is None:
-                results.append(None)
-                continue
-            # facenet-pytorch returns object arrays; cast before arithmetic.
-            image_scores = np.asarray(image_scores, dtype=np.float32).reshape(-1)
-            image_points = np.asarray(image_points, dtype=np.float32).reshape(-1, 5, 2)
-            best = int(np.argmax(image_scores))
-            if image_scores[best] < min_score:
-                results.append(None)
-            else:
-                results.append((image_points[best], float(image_scores[best])))
-        return results
-
-    def detect_with_fallbacks(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, float, str | None] | None]:
-        """As :meth:`detect`, then the settings' fallbacks on each image without a face:
-        ``(landmarks, score, fallback)`` (``fallback`` None for the image as it is) or None."""
-        results: list[tuple[np.ndarray, float, str | None] | None] = []
-        for image, found in zip(images, self.detect(images), strict=True):
-            if found is not None:
-                if "pad" in self.settings.fallbacks and is_tight_crop(found[0], image.shape[1]):
-                    bordered = apply_fallback(image, "pad")
-                    again = self.detect([bordered.image])[0]
-                    if again is not None:
-                        found = (bordered.to_original(again[0]), again[1])
-                        results.append((found[0], found[1], "pad"))
-                        continue
-                results.append((found[0], found[1], None))
-                continue
-            found, fallback = detect_with_fallbacks(
-                lambda shown: self.detect([shown])[0],
-                image,
-                self.settings.fallbacks,
-                try_plain=False,
-                detect_fallback=lambda shown: self.detect([shown], self.settings.fallback_min_score)[0],
-                is_lenient=lambda score: score < self.settings.min_score,
-            )
-            results.append(None if found is None else (found[0], found[1], fallback))
-        return results
 
 
 def find_landmarks(
@@ -314,27 +194,23 @@ def find_landmarks(
     detector = detector or LandmarkDetector(cache.settings)
     keys = [image_key(item) for item in table["image"]]
     pending: dict[tuple[int, int], list[tuple[str, np.ndarray]]] = {}
-    new_since_save = 0
 
     def flush(shape: tuple[int, int]) -> None:
-        nonlocal new_since_save
         batch = pending.pop(shape)
         found_all = detector.detect_with_fallbacks([image for _, image in batch])
         for (key, _), found in zip(batch, found_all, strict=True):
             if found is None:
-                cache.entries[key] = {"status": "no_face"}
+                cache.add(key, {"status": "no_face"})
                 continue
             landmarks, score, fallback = found
-            cache.entries[key] = {"status": "ok", "landmarks": landmarks.round(3).tolist(), "score": round(score, 5)}
+            entry = {"status": "ok", "landmarks": landmarks.round(3).tolist(), "score": round(score, 5)}
             if fallback is not None:
-                cache.entries[key]["fallback"] = fallback
+                entry["fallback"] = fallback
+            cache.add(key, entry)
         report.examined += len(batch)
-        new_since_save += len(batch)
         if progress is not None:
             progress(len(batch))
-        if new_since_save >= CACHE_SAVE_EVERY:
-            cache.save()
-            new_since_save = 0
+        cache.checkpoint()
 
     for row, key in enumerate(keys):
         if key in cache.entries:
@@ -344,9 +220,8 @@ def find_landmarks(
         try:
             image = detector_pixels(decode_image(table[row]["image"]))
         except UnreadableImageError as error:
-            cache.entries[key] = {"status": "unreadable", "error": str(error)}
+            cache.add(key, {"status": "unreadable", "error": str(error)})
             report.examined += 1
-            new_since_save += 1
             if progress is not None:
                 progress(1)
             continue
@@ -356,8 +231,7 @@ def find_landmarks(
             flush(shape)
     for shape in list(pending):
         flush(shape)
-    if new_since_save:
-        cache.save()
+    cache.finish()
 
     rows: list[int] = []
     landmarks: list[list[list[float]]] = []

@@ -42,8 +42,17 @@ import torch
 from facetools_dapfsr.data.alignment import align_face
 from facetools_dapfsr.data.degradation import DegradationConfig, degrade
 from facetools_dapfsr.data.detection_fallbacks import DEFAULT_FALLBACKS, parse_fallbacks
-from facetools_dapfsr.data.faces import decode_image
-from facetools_dapfsr.fileio import atomic_write_text
+from facetools_dapfsr.data.faces import (
+    IMAGE_EXTENSIONS,
+    AlignedFaces,
+    FaceDataError,
+    decode_image,
+)
+from facetools_dapfsr.data.landmarks import (
+    DetectorSettings,
+    LandmarkCache,
+    LandmarkDetector,
+)
 from facetools_dapfsr.images import is_grey_content
 
 logger = logging.getLogger(__name__)
@@ -211,38 +220,24 @@ def _yaleb_domain(
 ) -> Domain:
     from tqdm.auto import tqdm
 
-    from facetools_dapfsr.adaptation.exemplar import find_landmarks
-
     by_subject: dict[str, list[Path]] = {}
     for path in files:
         match = YALEB_PATTERN.match(path.name)
         assert match is not None
         by_subject.setdefault(match.group(1), []).append(path)
-    cache_path = _yaleb_landmark_cache()
-    cache: dict[str, Any] = {}
-    if cache_path.is_file():
-        try:
-            data = json.loads(cache_path.read_text())
-            if data.get("format_version") == LANDMARK_CACHE_VERSION:
-                cache = dict(data.get("entries", {}))
-        except (OSError, ValueError):
-            logger.warning("Yale B landmark cache %s is unreadable; detecting again", cache_path)
-    new_entries = 0
-
-    def save_cache() -> None:
-        payload = {"format_version": LANDMARK_CACHE_VERSION, "entries": cache}
-        atomic_write_text(cache_path, json.dumps(payload, sort_keys=True) + "\n")
+    # The detector's settings are fixed (LandmarkDetector.find_face); the fallbacks are in the keys.
+    cache = LandmarkCache(
+        _yaleb_landmark_cache(), settings=None, format_version=LANDMARK_CACHE_VERSION, name="Yale B landmark cache"
+    ).load()
+    detector = LandmarkDetector()
 
     def landmarks_of(path: Path) -> tuple[tuple[float, float], ...] | None:
-        nonlocal new_entries
         key = f"{_file_key(path)}|fallbacks={','.join(fallbacks) or 'none'}"
-        if key not in cache:
-            detected = find_landmarks(decode_image({"path": str(path), "bytes": None}), fallbacks)
-            cache[key] = None if detected is None else np.round(detected[0], 3).tolist()
-            new_entries += 1
-            if new_entries % 256 == 0:  # an interrupted per-image pass keeps its work
-                save_cache()
-        points = cache[key]
+        if key not in cache.entries:
+            detected = detector.find_face(decode_image({"path": str(path), "bytes": None}), fallbacks)
+            cache.add(key, None if detected is None else np.round(detected[0], 3).tolist())
+            cache.checkpoint()
+        points = cache.entries[key]
         return None if points is None else tuple((float(x), float(y)) for x, y in points)
 
     skipped: list[str] = []
@@ -267,8 +262,7 @@ def _yaleb_domain(
                 skipped.append(f"{subject}: no face found on the frontal-lit image ({len(by_subject[subject])} images)")
                 continue
             found[subject] = points
-    if new_entries:
-        save_cache()
+    cache.finish()
     # MTCNN on tight crops (and on dark ones, through the fallbacks) sometimes locks onto a wrong,
     # much smaller or larger "face": a unit whose eye distance is far from the median unit's is
     # left out rather than misaligned.
@@ -303,12 +297,6 @@ def _yaleb_domain(
 
 
 def _folder_domain(root: Path, show_progress: bool, max_images: int | None, fallbacks: tuple[str, ...]) -> Domain:
-    from facetools_dapfsr.data.faces import (
-        AlignedFaces,
-        DetectorSettings,
-        FaceDataError,
-    )
-
     try:
         # The default detector settings (but the fallbacks), so the landmark cache is shared with training.
         settings = DetectorSettings(fallbacks=fallbacks)
@@ -395,8 +383,6 @@ def aligned_landmarks(path: str | os.PathLike[str]) -> np.ndarray:
 def _given_landmarks_domain(
     root: Path, aligned: bool, landmarks: str | os.PathLike[str] | None, max_images: int | None
 ) -> Domain:
-    from facetools_dapfsr.data.faces import IMAGE_EXTENSIONS
-
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if max_images is not None:
         files = files[:max_images]

@@ -46,7 +46,10 @@ from facetools_dapfsr.data.degradation import downsample, gaussian_blur, misalig
 
 def similarity(params: torch.Tensor) -> torch.Tensor:
     """``[B, 4]`` (angle in radians, log zoom, shift x, shift y) -> ``[B, 2, 3]`` in the form of
-    :func:`~facetools_dapfsr.data.degradation.random_affine` (normalised output -> input)."""
+    :func:`~facetools_dapfsr.data.degradation.random_affine` (normalised output -> input).
+
+    Normalised coordinates, not the pixel matrices of :mod:`facetools_dapfsr.data.alignment`:
+    the same ``theta`` holds at the template face's size and at its LR input's."""
     angle, log_zoom, shift_x, shift_y = params.unbind(1)
     zoom = torch.exp(log_zoom)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom

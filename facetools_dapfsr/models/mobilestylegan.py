@@ -60,7 +60,8 @@ from torch import nn
 from facetools_dapfsr.config import MobileStyleGANConfig
 from facetools_dapfsr.data.alignment import (
     alignment_matrix,
-    invert_affine,
+    crop_footprint,
+    resampled_points,
     sampling_grid,
     warp_plan,
 )
@@ -501,8 +502,7 @@ class MobileStyleGANDecoder(Decoder):
         landmarks = self.frame_landmarks.detach().double().cpu().numpy()
         if not np.isfinite(landmarks).all() or np.ptp(landmarks[:, 0]) <= 0:
             raise RuntimeError("frame_landmarks are not set: load converted weights first")
-        # Rescale with the pixel-centre convention of the alignment module.
-        landmarks = (landmarks + 0.5) * (size / FRAME_SIZE) - 0.5
+        landmarks = resampled_points(landmarks, size / FRAME_SIZE)
         return alignment_matrix(landmarks, resolution)
 
     def crop_region(self, render_size: int | None = None, resolution: int | None = None) -> tuple[int, int, int, int]:
@@ -511,15 +511,11 @@ class MobileStyleGANDecoder(Decoder):
         size = self.render_size if render_size is None else render_size
         side = self.resolution if resolution is None else resolution
         matrix = self.crop_matrix(size, side)
-        corners = np.array([[-0.5, -0.5, 1.0], [side - 0.5, -0.5, 1.0],
-                            [-0.5, side - 0.5, 1.0], [side - 0.5, side - 0.5, 1.0]])
-        points = corners @ invert_affine(matrix).T  # crop corners in frame pixels
         # warp_affine prefilters by 1 / (2 * scale) when shrinking, then samples bilinearly:
         # a few frame pixels of support either side, more the stronger the shrink.
         scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
         margin = math.ceil(2.0 / min(scale, 1.0)) + 2
-        top, left = (math.floor(v) - margin for v in points.min(0)[::-1])
-        bottom, right = (math.ceil(v) + margin + 1 for v in points.max(0)[::-1])
+        left, top, right, bottom = crop_footprint(matrix, side, margin)
         return max(top, 0), max(left, 0), min(bottom, size), min(right, size)
 
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from facetools_dapfsr.data.alignment import alignment_matrix, invert_affine, warp_affine
+from facetools_dapfsr.data.alignment import (
+    alignment_matrix,
+    crop_footprint,
+    invert_affine,
+    warp_affine,
+)
 from facetools_dapfsr.pipeline.config import PipelineConfig
 from facetools_dapfsr.pipeline.results import Detection
 
@@ -60,18 +65,11 @@ def _shrink(matrix: np.ndarray) -> int:
     return max(1, math.ceil(1.0 / max(scale, 1e-6)))
 
 
-def crop_footprint(matrix: np.ndarray, size: int, margin: int = 0) -> tuple[int, int, int, int]:
-    """Integer bounding box ``(x0, y0, x1, y1)`` (exclusive end) of the ``size`` crop in the source."""
-    inverse = invert_affine(matrix)
-    corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
-    points = corners @ inverse[:, :2].T + inverse[:, 2]
-    x0, y0 = np.floor(points.min(0)).astype(int) - margin
-    x1, y1 = np.ceil(points.max(0)).astype(int) + margin + 1
-    return int(x0), int(y0), int(x1), int(y1)
-
-
 def _photo_validity(matrix: np.ndarray, size: int, height: int, width: int) -> torch.Tensor:
-    """``[1, size, size]``: 1 where the crop pixel's centre falls inside the photo."""
+    """``[1, size, size]``: 1 where the crop pixel's centre falls inside the photo.
+
+    Per pixel rather than :func:`crop_footprint`'s box: a rotated crop's box holds pixels that
+    are not the photo's; the photo covers ``-0.5 .. side - 0.5`` (pixel centres at integers)."""
     inverse = invert_affine(matrix)
     ys, xs = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64), indexing="ij")
     src_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]

@@ -6,26 +6,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass
-class MTCNNOptions:
-    """Tuning of the built-in ``mtcnn`` detector for tiny faces."""
-
-    detect_face_size: float = 20.0
-    """The photo is upsampled (bicubic) so that the smallest wanted face is at least this tall
-    before MTCNN runs: its refinement networks work on 24 and 48 px crops and miss faces that
-    are only 10 px tall in the photo itself."""
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    """P-Net, R-Net and O-Net thresholds (MTCNN's defaults)."""
-    factor: float = 0.709
-    """Scale step of MTCNN's image pyramid."""
-    min_score: float = 0.9
-    """Detections below this final score are dropped (tiny-face upsampling finds some texture
-    that scores 0.7-0.85)."""
-    max_side: int = 1600
-    """Largest side, in detection pixels (after upsampling), MTCNN sees at once. Larger photos
-    are detected in overlapping tiles plus one pass on a downscaled copy for big faces, so that
-    memory stays bounded."""
+# The options of the built-in ``mtcnn`` detector belong to the landmark service that runs it;
+# the pipeline's configuration holds them as ``PipelineConfig.mtcnn``.
+from facetools_dapfsr.data.landmarks import MTCNNOptions
 
 
 @dataclass

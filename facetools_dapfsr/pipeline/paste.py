@@ -7,9 +7,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facetools_dapfsr.data.alignment import invert_affine, warp_affine
+from facetools_dapfsr.data.alignment import (
+    crop_footprint,
+    invert_affine,
+    rescale_matrix,
+    warp_affine,
+)
 from facetools_dapfsr.images import BIT_DEPTHS, bit_depth_of, max_level, quantise
-from facetools_dapfsr.pipeline.align import crop_footprint
 from facetools_dapfsr.pipeline.config import PasteOptions, PipelineConfig, check_replace
 from facetools_dapfsr.pipeline.resample import input_to_output
 from facetools_dapfsr.pipeline.results import FaceResult, ImageResult
@@ -36,7 +40,7 @@ def face_to_output_matrix(face: FaceResult, input_size: tuple[int, int], out_siz
     lr = face.lr_face.shape[-1]
     hr = face.sr_face.shape[-1]
     k = hr / lr
-    lr_to_hr = np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5], [0.0, 0.0, 1.0]])
+    lr_to_hr = np.vstack([rescale_matrix(k, k), [0.0, 0.0, 1.0]])
     input_to_lr = np.vstack([face.matrix, [0.0, 0.0, 1.0]])
     output_to_input = np.vstack([invert_affine(input_to_output(input_size, out_size)), [0.0, 0.0, 1.0]])
     output_to_hr = (lr_to_hr @ input_to_lr @ output_to_input)[:2]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facetools_dapfsr.data.alignment import rescale_matrix
 from facetools_dapfsr.images import check_bit_depth, quantise
 
 # Output pixels (per channel) resampled at once; bounds the temporary float buffers to a few
@@ -32,7 +33,7 @@ def input_to_output(input_size: tuple[int, int], out_size: tuple[int, int]) -> n
     """``[2, 3]`` affine mapping input pixel coordinates to output pixel coordinates."""
     sy = out_size[0] / input_size[0]
     sx = out_size[1] / input_size[1]
-    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+    return rescale_matrix(sx, sy)
 
 
 def resample_image(

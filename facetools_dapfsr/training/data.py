@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from facetools_dapfsr.data.faces import AlignedFaces, DetectorSettings, FaceDataError
+from facetools_dapfsr.data.faces import AlignedFaces, FaceDataError
+from facetools_dapfsr.data.landmarks import DetectorSettings
+from facetools_dapfsr.seeding import derive_seed
 from facetools_dapfsr.training.arguments import TrainingArguments
 from facetools_dapfsr.training.sampling import StreamSampler
-from facetools_dapfsr.seeding import derive_seed
 
 if TYPE_CHECKING:
     from accelerate import Accelerator

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facetools_dapfsr.data.alignment import crop_corners, resampled_points
+from facetools_dapfsr.data.landmarks import DetectorSettings, LandmarkDetector
 from facetools_dapfsr.models.decoder import Decoder
 from facetools_dapfsr.models.mobilestylegan import (
     FRAME_SIZE,
@@ -265,8 +267,8 @@ def _calibrate(decoder: MobileStyleGANDecoder) -> None:
             targets[size].append(haar(F.avg_pool2d(frame, FRAME_SIZE // size)))
         small_frames.append(_to_uint8(F.avg_pool2d(frame, 2)))
     landmarks_512 = _mean_landmarks(np.concatenate(small_frames))
-    # 512 px pixel coordinates -> 1024 px (pixel-centre convention).
-    decoder.frame_landmarks.copy_(torch.from_numpy((landmarks_512 + 0.5) * 2.0 - 0.5))
+    # 512 px pixel coordinates -> 1024 px.
+    decoder.frame_landmarks.copy_(torch.from_numpy(resampled_points(landmarks_512, 2.0)))
 
     for size in exits:
         head = net.exit_heads[str(size)]
@@ -292,11 +294,9 @@ def _calibrate(decoder: MobileStyleGANDecoder) -> None:
 def _crop_window(decoder: MobileStyleGANDecoder, size: int) -> tuple[int, int, int, int]:
     """``(top, left, bottom, right)`` of the wavelet pixels (half the frame's side) of a ``size``
     frame that the HR crop reads, with a margin of an eighth of the crop for its resampling."""
-    matrix = decoder.crop_matrix(size)
-    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
-    margin = decoder.resolution / 8
-    low, high = -0.5 - margin, decoder.resolution - 0.5 + margin
-    corners = np.array([[low, low, 1.0], [high, low, 1.0], [low, high, 1.0], [high, high, 1.0]]) @ inverse.T
+    # The margin is in crop pixels, so it spans more frame pixels the more the crop shrinks the
+    # frame (crop_footprint's is in whole source pixels).
+    corners = crop_corners(decoder.crop_matrix(size), decoder.resolution, margin=decoder.resolution / 8)
     # Frame pixel p lies in wavelet pixel p // 2.
     (left, top), (right, bottom) = np.floor(corners.min(0) / 2), np.ceil(corners.max(0) / 2) + 1
     side = size // 2
@@ -321,20 +321,15 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 def _mean_landmarks(images: np.ndarray) -> np.ndarray:
     """Mean MTCNN landmarks ``[5, 2]`` over the images where one face is found confidently."""
-    from facenet_pytorch import MTCNN
-
     side = images.shape[1]
-    detector = MTCNN(keep_all=True, min_face_size=side // 8, device="cpu")
+    settings = DetectorSettings(min_face_size=side // 8, min_score=MTCNN_MIN_PROBABILITY, fallbacks=())
+    detector = LandmarkDetector(settings)
     found: list[np.ndarray] = []
-    for image in images:
-        boxes, probs, points = detector.detect(image, landmarks=True)
-        if boxes is None:
-            continue
-        probs = np.asarray(probs, dtype=np.float32)
-        areas = np.prod(np.asarray(boxes, dtype=np.float32)[:, 2:] - np.asarray(boxes, dtype=np.float32)[:, :2], 1)
-        best = int(np.argmax(areas))  # the FFHQ face is the large one in the middle
-        if probs[best] >= MTCNN_MIN_PROBABILITY:
-            found.append(np.asarray(points[best], dtype=np.float64))
+    for image in images:  # one at a time, as the converted prior was measured
+        # The largest face: the FFHQ face is the large one in the middle.
+        face = detector.detect([image], largest=True)[0]
+        if face is not None:
+            found.append(np.asarray(face[0], dtype=np.float64))
     if len(found) < len(images) // 2:
         raise RuntimeError(f"MTCNN found faces in only {len(found)} of {len(images)} prior renders")
     return np.mean(found, 0)
