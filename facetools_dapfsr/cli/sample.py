@@ -10,8 +10,12 @@ import argparse
 import dataclasses
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from facetools_dapfsr.models.decoder import Decoder
 
 DEFAULT_DECODER = "ffhq-mobilestylegan"
 PRIOR_CONVERTER = "facetools_dapfsr.weights.convert_prior:convert"
@@ -62,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def load_decoder(name: str, render_size: int | None = None) -> torch.nn.Module:
+def load_decoder(name: str, render_size: int | None = None) -> Decoder:
     """The decoder ``name`` refers to: a face-prior weight-cache entry or a DAP-FSR model."""
     from facetools_dapfsr.config import MobileStyleGANConfig
     from facetools_dapfsr.models.mobilestylegan import MobileStyleGANDecoder

@@ -230,7 +230,7 @@ def remove_stale_outputs(jobs: list[Job], save_faces: Path | None, started: floa
 
         def is_face_file(name: str) -> bool:
             match = FACE_FILE.match(name)
-            return bool(match) and match["stem"] in stems
+            return match is not None and match["stem"] in stems
 
         remove_stale_temporaries(save_faces, is_face_file, started)
 

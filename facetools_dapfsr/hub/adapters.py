@@ -271,9 +271,10 @@ def expected_shapes(config: AdapterConfig) -> dict[str, tuple[int, ...]]:
         ALPHA_KEY: (config.num_ws,),
         EXEMPLAR_CODE_KEY: (config.num_ws, config.w_dim),
     }
-    for name, shape in config.target_parameters.items():
-        shape = tuple(shape)
+    for name, listed in config.target_parameters.items():
+        shape = tuple(listed)
         if config.kind == "lowrank" and len(shape) == 2:
+            assert config.rank is not None  # __post_init__: a lowrank adapter has a rank
             shapes[name + LOWRANK_UP] = (shape[0], config.rank)
             shapes[name + LOWRANK_DOWN] = (config.rank, shape[1])
         else:
@@ -303,7 +304,7 @@ def render_card(config: AdapterConfig, adapter: Adapter) -> str:
     """README.md of an adapter repo: the template with this adapter's facts filled in."""
     training = config.training
     alpha = adapter.alpha.float()
-    hub_base = bool(config.base_model) and not _is_local_path(config.base_model)
+    hub_base = bool(config.base_model and not _is_local_path(config.base_model))
     values = {
         "base_model": config.base_model or "not recorded",
         "base_model_ref": config.base_model if hub_base else "<folder of the base model>",
@@ -320,7 +321,9 @@ def render_card(config: AdapterConfig, adapter: Adapter) -> str:
         "resolution": str(config.resolution),
         "lr_size": str(config.lr_size),
         "steps": str(training.get("steps", "unknown")),
-        "converged": {True: "yes", False: "no (step cap reached)"}.get(training.get("converged"), "unknown"),
+        "converged": {True: "yes", False: "no (step cap reached)", None: "unknown"}.get(
+            training.get("converged"), "unknown"
+        ),
         "final_loss": f"{training['final_loss']:.4g}" if isinstance(training.get("final_loss"), float) else "unknown",
         "seconds": f"{training['seconds']:.1f}" if isinstance(training.get("seconds"), float) else "unknown",
         "alpha": ", ".join(f"{v:.2f}" for v in alpha.tolist()),

@@ -126,6 +126,7 @@ def metrics_table(rows: list[dict[str, Any]]) -> str:
 def render_model_card(model: DAPFSR) -> str:
     """README.md of a base-model folder: ``hub_cards/base_model.md`` with the model's facts."""
     from facetools_dapfsr import __version__
+    from facetools_dapfsr.config import MobileStyleGANConfig
     from facetools_dapfsr.hub.checkpoint import stored_state_dict
 
     config = model.config
@@ -134,7 +135,7 @@ def render_model_card(model: DAPFSR) -> str:
     stored = sum(tensor.numel() for tensor in stored_state_dict(model).values())
     decoder = (
         f"imported FFHQ prior (MobileStyleGAN), frame rendered at {config.decoder.render_size} px"
-        if config.decoder.type == "mobilestylegan"
+        if isinstance(config.decoder, MobileStyleGANConfig)
         else f"native StyleGAN2, {config.decoder.resolution} px"
     )
     values = {

@@ -115,21 +115,21 @@ def _hub_unreachable(repo_id: str, filename: str, revision: str | None) -> tuple
         return None
     except HfHubHTTPError:
         pass  # the Hub answered (404, 401...): hf_hub_download raises its own error for it
-    except (OSError, *_transport_errors()) as error:
+    except _transport_errors() as error:
         return endpoint, f"{type(error).__name__}: {error}"
     _REACHED_ENDPOINTS.add(endpoint)
     return None
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:
-    """The HTTP client's errors for a server that cannot be reached or does not answer.
+    """The HTTP client's errors for a server that cannot be reached or does not answer, and OSError.
 
     huggingface_hub >= 1 speaks httpx (httpx2 from 2.x); earlier versions use requests, whose
     errors are OSErrors.
     """
     import importlib
 
-    errors = []
+    errors: list[type[Exception]] = [OSError]
     for name in ("httpx2", "httpx"):
         try:
             errors.append(importlib.import_module(name).TransportError)
@@ -278,6 +278,7 @@ def load_model(cls: type[DAPFSR], model_id_or_path: str | Path, revision: str | 
     if skip:
         from facetools_dapfsr.models.mobilestylegan import MobileStyleGANDecoder
 
+        assert isinstance(config.decoder, MobileStyleGANConfig)  # the one decoder with external_prefixes
         model.decoder = MobileStyleGANDecoder.from_weights_cache(config.decoder)
     # Tensors stored in half precision (the built-in model) are cast to the model's dtype here.
     missing, unexpected = model.load_state_dict(tensors, strict=not skip)

@@ -89,6 +89,9 @@ class LPIPS(nn.Module):
     The constructor builds random weights; use :meth:`from_weights_cache` for the real ones.
     """
 
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, net: str = "vgg") -> None:
         super().__init__()
         if net not in TRUNKS:

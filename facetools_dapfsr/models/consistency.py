@@ -96,12 +96,13 @@ def register(output: torch.Tensor, lr: torch.Tensor, config: ConsistencyConfig) 
                 optimizer.step()
             with torch.no_grad():
                 loss = mismatch(params)
-                if best_params is None:
+                if best_params is None or best_loss is None:
                     best_params, best_loss = params.detach().clone(), loss
                 else:
                     better = loss < best_loss
                     best_params[better] = params.detach()[better]
                     best_loss = torch.minimum(loss, best_loss)
+    assert best_params is not None  # ConsistencyConfig requires at least one start angle
     return similarity(best_params)
 
 

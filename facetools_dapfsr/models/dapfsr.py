@@ -55,6 +55,9 @@ class DAPFSR(nn.Module):
     :meth:`refresh_latent_statistics` after changing the decoder.
     """
 
+    w_mu: torch.Tensor
+    w_sigma: torch.Tensor
+
     def __init__(self, config: DAPFSRConfig) -> None:
         super().__init__()
         self.config = config

@@ -51,6 +51,7 @@ decoder's public outputs (:meth:`MobileStyleGANDecoder.render_frame`,
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -180,6 +181,8 @@ class StyledConv(nn.Module):
             (``conv1``).
         w_dim: size of a W code.
     """
+
+    noise: torch.Tensor
 
     def __init__(self, channels_in: int, channels_out: int, size: int, separable: bool, w_dim: int = W_DIM) -> None:
         super().__init__()
@@ -381,7 +384,8 @@ class SynthesisNetwork(nn.Module):
 
     def head(self, render_size: int) -> ToWavelets:
         """The to-image layer used for a frame of ``render_size`` px."""
-        return self.to_img if render_size == FRAME_SIZE else self.exit_heads[str(render_size)]
+        # exit_heads holds ToWavelets only (a ModuleDict lookup is typed nn.Module).
+        return self.to_img if render_size == FRAME_SIZE else cast("ToWavelets", self.exit_heads[str(render_size)])
 
     def forward(
         self, ws: torch.Tensor, render_size: int = FRAME_SIZE, region: tuple[int, int, int, int] | None = None
@@ -417,6 +421,8 @@ class TemplateCropRenderer(nn.Module):
     into an empty frame, it gives the same crop as the full frame would.
     """
 
+    grid: torch.Tensor
+
     def __init__(self, decoder: MobileStyleGANDecoder, size: int) -> None:
         super().__init__()
         self.synthesis_network = decoder.synthesis_network
@@ -449,6 +455,10 @@ class MobileStyleGANDecoder(Decoder):
     ``frame_landmarks``, measured at conversion time). Build with random weights, then load a
     converted state dict, or use :meth:`from_weights_cache`.
     """
+
+    w_mean: torch.Tensor
+    w_std: torch.Tensor
+    frame_landmarks: torch.Tensor
 
     def __init__(self, config: MobileStyleGANConfig | None = None) -> None:
         super().__init__()

@@ -131,6 +131,7 @@ def _export(module: nn.Module, example: torch.Tensor, input_name: str, output_na
         opset_version=OPSET,
         verbose=False,
     )
+    assert program is not None  # dynamo=True always returns the ONNXProgram
     with atomic_path(path) as tmp:
         # One self-contained file (the decoder is about 30 MB, far below protobuf's 2 GB).
         program.save(str(tmp), external_data=False)

@@ -18,6 +18,7 @@ StyleGAN's ``[-1, 1]`` range.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from torch import nn
 
 from facetools_dapfsr.config import StyleGAN2Config
 from facetools_dapfsr.models.decoder import Decoder
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 LRELU_GAIN = math.sqrt(2.0)
 
@@ -111,6 +115,8 @@ def modulated_conv2d(
 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally upsampling first) + noise + bias + leaky ReLU."""
+
+    noise_const: torch.Tensor
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, upsample: bool) -> None:
         super().__init__()
@@ -207,10 +213,9 @@ class StyleGAN2Generator(Decoder):
         )
         resolutions = [2**i for i in range(2, int(np.log2(config.resolution)) + 1)]
         channels = {r: max(min(config.channel_base // r, config.channel_max), 1) for r in resolutions}
-        self.blocks = nn.ModuleList(
-            [SynthesisBlock(channels[max(r // 2, 4)], channels[r], config.w_dim, r) for r in resolutions]
-        )
-        self.num_ws = sum(block.num_conv for block in self.blocks) + 1
+        blocks = [SynthesisBlock(channels[max(r // 2, 4)], channels[r], config.w_dim, r) for r in resolutions]
+        self.blocks = nn.ModuleList(blocks)
+        self.num_ws = sum(block.num_conv for block in blocks) + 1
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
@@ -222,9 +227,10 @@ class StyleGAN2Generator(Decoder):
             raise ValueError(f"expected ws of shape [B, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
         x = img = None
         w_index = 0
-        for block in self.blocks:
+        for block in cast("Iterable[SynthesisBlock]", self.blocks):  # a ModuleList iterates as nn.Module
             x, img = block(x, img, ws[:, w_index : w_index + block.num_conv + 1])
             w_index += block.num_conv
+        assert img is not None  # the 4 px block always runs (resolution >= 4)
         return img * 0.5 + 0.5
 
     def modulation_parameter_names(self) -> list[str]:

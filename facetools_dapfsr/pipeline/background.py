@@ -61,7 +61,8 @@ class RealESRGANBackground:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.options = options or RealESRGANOptions()
-        self.scale = int(model.scale)
+        # A plain int attribute: nn.Module types unknown attributes as Tensor | Module.
+        self.scale = int(model.scale)  # type: ignore[arg-type]
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> RealESRGANBackground:

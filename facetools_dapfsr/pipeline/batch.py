@@ -66,6 +66,7 @@ def process_job(
         if job.error is not None:
             record.update(step="input", error=job.error)
             return record
+        assert job.output is not None  # a job without an output carries an error (plan_jobs, cli.upscale)
         if skip_existing and job.output is not None:
             size = complete_image_size(job.output)
             if size is not None:
@@ -91,6 +92,7 @@ def process_job(
             record["warnings"] = notes
         step = "upscale"
         result = pipeline(loaded.image, source=str(job.input), faces=faces, bit_depth=bit_depth)
+        assert result.composite is not None  # the background stage sets it in every pipeline run
         step = "write"
         record.update(grey=grey, bit_depth=result.bit_depth)
         save_image(result.composite, job.output, grey=grey)
@@ -99,6 +101,7 @@ def process_job(
             # The crops are PNG, which holds 16 bits: they are written at the photo's depth.
             for i, (face, face_record) in enumerate(zip(result.faces, face_records, strict=True)):
                 stem = f"{job.output.stem}_face{i:02d}"
+                assert face.lr_face is not None  # the aligner gives every face its crop
                 lr_file = save_image(face.lr_face, save_faces / f"{stem}_lr.png", grey=grey, bit_depth=result.bit_depth)
                 face_record["lr_file"] = str(lr_file)
                 if face.sr_face is not None:

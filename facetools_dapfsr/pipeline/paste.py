@@ -37,6 +37,8 @@ def feather_mask(size: int, feather: float = 0.2, exponent: float = 4.0) -> torc
 
 def face_to_output_matrix(face: FaceResult, input_size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
     """``[2, 3]`` affine mapping the super-resolved face's pixels to output-photo pixels."""
+    if face.lr_face is None or face.sr_face is None or face.matrix is None:
+        raise ValueError("the face was not super-resolved: it has no lr_face, sr_face or matrix")
     lr = face.lr_face.shape[-1]
     hr = face.sr_face.shape[-1]
     k = hr / lr
@@ -96,6 +98,7 @@ class FacePaster:
         out_size: tuple[int, int],
         fidelity: float = 1.0,
     ) -> None:
+        assert face.sr_face is not None  # process() pastes super-resolved faces only
         hr = face.sr_face.shape[-1]
         to_output = face_to_output_matrix(face, input_size, out_size)
         # Only the face's footprint in the output is touched (and warped): cost follows the face size.

@@ -186,7 +186,7 @@ class FacePipeline:
         if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ValueError(f"expected a float image [3, H, W] in [0, 1], got {tuple(image.shape)} {image.dtype}")
         scale = self.scale if scale is None else check_scale(scale)
-        out_height, out_width = output_size(tuple(image.shape[1:]), scale)
+        out_height, out_width = output_size((image.shape[1], image.shape[2]), scale)
         if self.max_output_megapixels is not None and out_height * out_width > self.max_output_megapixels * 1e6:
             raise ValueError(
                 f"{source}: {image.shape[2]}x{image.shape[1]} at scale {scale:g} makes a {out_width}x{out_height} "
@@ -229,17 +229,19 @@ class FacePipeline:
         # A stage that renders several sizes says so with ``output_sizes`` (routing, step 2);
         # others are called as before, at their one size.
         sizes = getattr(impl, "output_sizes", None)
-        groups: dict[int | None, list[FaceResult]] = {}
+        groups: dict[int | None, list[tuple[FaceResult, torch.Tensor]]] = {}
         for face in result.faces:
             if face.path == SUPER_RESOLVED:
+                # _align sets the crop and its side with the path.
+                assert face.lr_face is not None and face.input_side is not None
                 wanted = render_size(face.input_side * result.scale, sizes) if sizes else None
-                groups.setdefault(wanted, []).append(face)
+                groups.setdefault(wanted, []).append((face, face.lr_face))
         for size, group in groups.items():
-            lr = torch.stack([face.lr_face for face in group])
+            lr = torch.stack([lr_face for _, lr_face in group])
             sr_faces = impl.super_resolve(lr) if size is None else impl.super_resolve(lr, size=size)
             if len(sr_faces) != len(group):
                 raise ValueError(f"super-resolver returned {len(sr_faces)} faces for {len(group)} inputs")
-            for face, sr_face in zip(group, sr_faces, strict=True):
+            for (face, _), sr_face in zip(group, sr_faces, strict=True):
                 face.sr_face = sr_face
 
     def _upscale_background(self, result: ImageResult) -> None:

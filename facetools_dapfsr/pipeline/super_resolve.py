@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,9 +23,9 @@ def load_model(
     if model is None:
         model = DAPFSR.default()
     elif isinstance(model, (str, os.PathLike)):
-        model = DAPFSR.from_pretrained(model, revision=revision)
+        model = DAPFSR.from_pretrained(model if isinstance(model, str) else Path(model), revision=revision)
     if adapter is not None:
-        model.load_adapter(adapter)
+        model.load_adapter(adapter if isinstance(adapter, str) else Path(adapter))
     return model
 
 

@@ -66,6 +66,7 @@ class Enhanced:
         """The composite as ``[H, W, 3]`` uint8 RGB, a 16-bit result rounded to 8 bits (code that
         reads ``array`` expects uint8; the 16 bits are in :attr:`image` and ``result.composite``)."""
         composite = self.result.composite
+        assert composite is not None  # the background stage sets it in every pipeline run
         if composite.dtype == torch.uint16:
             composite = quantise(composite.float().div_(max_level(16)), 8)
         return composite.permute(1, 2, 0).numpy()
@@ -74,6 +75,7 @@ class Enhanced:
         """Write the composite atomically, as ``dapfsr upscale`` writes it: grey stays grey, and a
         16-bit result is written at 16 bits to PNG and TIFF and at 8 bits, with a ``UserWarning``,
         to formats that hold 8 bits only (JPEG, WebP, BMP)."""
+        assert self.result.composite is not None  # the background stage sets it in every pipeline run
         grey = self.image.mode != "RGB"
         bit_depth, note = written_bit_depth(path, self.result.bit_depth, grey)
         if note is not None:
@@ -217,4 +219,5 @@ class FaceUpscaler:
         if result.bit_depth < bit_depth:
             message = f"{source}: 16-bit grey returned at 8 bits: a post stage edits 8-bit composites only"
             warnings.warn(message, UserWarning, stacklevel=2)
+        assert result.composite is not None  # the background stage sets it in every pipeline run
         return Enhanced(image=to_pil(result.composite, grey=grey), faces=result.faces, result=result)

@@ -10,7 +10,7 @@ from facetools_dapfsr.data.faces import AlignedFaces, FaceDataError
 from facetools_dapfsr.data.landmarks import DetectorSettings
 from facetools_dapfsr.seeding import derive_seed
 from facetools_dapfsr.training.arguments import TrainingArguments
-from facetools_dapfsr.training.sampling import StreamSampler
+from facetools_dapfsr.training.sampling import StreamSampler, dataset_length
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -81,7 +81,7 @@ def stream_loader(
     (of ``batch_size`` items, default ``args.batch_size``)."""
     batch_size = args.batch_size if batch_size is None else batch_size
     sampler = StreamSampler(
-        len(dataset),
+        dataset_length(dataset),
         batch_size,
         num_replicas=accelerator.num_processes,
         rank=accelerator.process_index,

@@ -20,6 +20,8 @@ class MappedGenerator(nn.Module):
     Also holds the path-length target (a buffer, so checkpoints keep it).
     """
 
+    pl_mean: torch.Tensor
+
     def __init__(self, generator: StyleGAN2Generator, style_mixing: float = 0.9) -> None:
         super().__init__()
         self.generator = generator
@@ -77,8 +79,8 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """``ema = beta * ema + (1 - beta) * model`` for parameters; buffers are copied."""
     for target, source in zip(ema.parameters(), model.parameters(), strict=True):
         target.copy_(source.detach().to(target.dtype).lerp(target, beta))
-    for target, source in zip(ema.buffers(), model.buffers(), strict=True):
-        target.copy_(source)
+    for target_buffer, source_buffer in zip(ema.buffers(), model.buffers(), strict=True):
+        target_buffer.copy_(source_buffer)
 
 
 def ema_beta(images_per_step: int, half_life_images: float) -> float:

@@ -10,11 +10,18 @@ no sampler state is saved. Each sample carries its stream position, which seeds 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 
 import torch
 
 from facetools_dapfsr.seeding import EPOCH_STREAM, derive_seed
+
+
+def dataset_length(dataset: torch.utils.data.Dataset) -> int:
+    """``len(dataset)`` of a map-style data set (torch's ``Dataset`` does not declare ``__len__``)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"expected a data set with a length, got {type(dataset).__name__}")
+    return len(dataset)
 
 
 class StreamSampler(torch.utils.data.Sampler):

@@ -18,6 +18,7 @@ from PIL import Image
 
 from facetools_dapfsr.fileio import atomic_path
 from facetools_dapfsr.metrics.image import psnr
+from facetools_dapfsr.training.sampling import dataset_length
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -38,7 +39,7 @@ def evaluate_pairs(
 ) -> dict[str, float]:
     """Mean PSNR (dB, padding excluded) and LPIPS over ``pairs``; call on every process."""
     device = accelerator.device
-    mine = list(range(accelerator.process_index, len(pairs), accelerator.num_processes))
+    mine = list(range(accelerator.process_index, dataset_length(pairs), accelerator.num_processes))
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # psnr sum, lpips sum, count
     for start in range(0, len(mine), batch_size):
         lr, hr, valid, _ = _collate([pairs[i] for i in mine[start : start + batch_size]])
@@ -64,7 +65,7 @@ def _collate(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 @torch.no_grad()
 def comparison_grid(upscale: Upscaler, pairs: torch.utils.data.Dataset, count: int, device: torch.device) -> np.ndarray:
     """``[rows * h, 3 * h, 3]`` uint8 image: one row per pair, ``LR (nearest) | output | HR``."""
-    lr, hr, _, _ = _collate([pairs[i] for i in range(min(count, len(pairs)))])
+    lr, hr, _, _ = _collate([pairs[i] for i in range(min(count, dataset_length(pairs)))])
     sr = upscale(lr.to(device)).float().clamp(0, 1).cpu()
     size = hr.shape[-1]
     lr_big = F.interpolate(lr, size=(size, size), mode="nearest")

@@ -113,8 +113,9 @@ def _read_entry(source: WeightSource, root: Path, want_bytes: bool) -> tuple[Ent
     except (OSError, ValueError, KeyError, TypeError) as error:
         return report(EntryStatus.CORRUPT, f"unreadable {PROVENANCE_FILENAME}: {error}"), None, None
 
+    data: bytes | None
     if want_bytes:
-        data: bytes | None = weights_path.read_bytes()
+        data = weights_path.read_bytes()
         actual = hashlib.sha256(data).hexdigest()
     else:
         data = None

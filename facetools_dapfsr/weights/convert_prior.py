@@ -271,7 +271,7 @@ def _calibrate(decoder: MobileStyleGANDecoder) -> None:
     decoder.frame_landmarks.copy_(torch.from_numpy(resampled_points(landmarks_512, 2.0)))
 
     for size in exits:
-        head = net.exit_heads[str(size)]
+        head = net.head(size)
         # Start from the full network's to-image layer: same slot, same style affine; only the
         # 1x1 convolution is re-fitted to the features of the reduced-resolution tail.
         head.load_state_dict(net.to_img.state_dict())

@@ -47,7 +47,7 @@ def convert(extracted: Mapping[str, Path]) -> dict[str, torch.Tensor]:
         weight_shape = shapes[f"{prefix}.weight"]
         if layer.weight is None or layer.bias is None or layer.weight.size != torch.Size(weight_shape).numel():
             raise ValueError(f"{param_path}: layer {layer.name} does not hold a {weight_shape} convolution for {prefix}")
-        if int(layer.param(0)) != weight_shape[0] or int(layer.param(1)) != weight_shape[-1]:
+        if int(layer.scalar(0)) != weight_shape[0] or int(layer.scalar(1)) != weight_shape[-1]:
             raise ValueError(f"{param_path}: layer {layer.name} has {layer.param(0)} outputs / kernel {layer.param(1)}, {prefix} needs {weight_shape}")
         # ncnn stores convolution weights as [out, in, kh, kw], PyTorch's layout.
         tensors[f"{prefix}.weight"] = torch.from_numpy(layer.weight.reshape(weight_shape))
@@ -58,7 +58,7 @@ def convert(extracted: Mapping[str, Path]) -> dict[str, torch.Tensor]:
 
 def check_activation(layer: Layer, leaky: bool, slope: float, where: str) -> None:
     """The convolution's fused activation is LeakyReLU(``slope``) exactly when ``leaky``."""
-    activation = int(layer.param(9))
+    activation = int(layer.scalar(9))
     if leaky:
         params = layer.param(10, ())
         if activation != LEAKY_RELU or not isinstance(params, tuple) or abs(params[0] - slope) > 1e-6:
@@ -75,13 +75,13 @@ def check_graph(model: NCNNModel, config: RRDBNetConfig, where: str) -> None:
         raise ValueError(f"{where}: {len(residuals)} Eltwise layers, expected {4 * config.num_blocks}")
     for layer in residuals:
         coefficients = layer.param(1, ())
-        if int(layer.param(0)) != 1 or coefficients != (config.residual_scale, 1.0):
+        if int(layer.scalar(0)) != 1 or coefficients != (config.residual_scale, 1.0):
             raise ValueError(f"{where}: layer {layer.name} is not 'residual_scale * branch + input' ({layer.params})")
     upsamples = model.of_type("Interp")
     if len(upsamples) != 2 or any(
-        (int(u.param(0)), float(u.param(1)), float(u.param(2))) != (1, 2.0, 2.0) for u in upsamples
+        (int(u.scalar(0)), float(u.scalar(1)), float(u.scalar(2))) != (1, 2.0, 2.0) for u in upsamples
     ):
         raise ValueError(f"{where}: expected two nearest-neighbour x2 upsamplings, got {[u.params for u in upsamples]}")
     adds = model.of_type("BinaryOp")
-    if len(adds) != 1 or int(adds[0].param(0)) != 0:
+    if len(adds) != 1 or int(adds[0].scalar(0)) != 0:
         raise ValueError(f"{where}: expected one addition (trunk skip connection), got {[a.params for a in adds]}")

@@ -52,6 +52,13 @@ class Layer:
     def param(self, key: int, default: float | tuple[float, ...] = 0) -> float | tuple[float, ...]:
         return self.params.get(key, default)
 
+    def scalar(self, key: int, default: float = 0) -> float:
+        """A single-valued parameter; ValueError where the file gives an array for ``key``."""
+        value = self.param(key, default)
+        if not isinstance(value, tuple):
+            return value
+        raise ValueError(f"layer {self.name}: parameter {key} is an array {value}, expected one value")
+
 
 @dataclass
 class NCNNModel:
@@ -121,8 +128,8 @@ def read_weights(layers: list[Layer], data: bytes, where: str = "<bin>") -> None
             raise ValueError(f"{where}: layer {layer.name} is an int8 convolution, which this reader does not support")
         if layer.param(19) != 0:
             raise ValueError(f"{where}: layer {layer.name} takes its weights as an input (dynamic weight), not supported")
-        count = int(layer.param(6))
-        num_output = int(layer.param(0))
+        count = int(layer.scalar(6))
+        num_output = int(layer.scalar(0))
         tag = int.from_bytes(data[offset : offset + 4], "little")
         offset += 4
         if tag == FLOAT16_TAG:
@@ -135,7 +142,7 @@ def read_weights(layers: list[Layer], data: bytes, where: str = "<bin>") -> None
             offset += count * 4
         else:
             raise ValueError(f"{where}: layer {layer.name}: weight tag {tag:#010x} (quantised weights) is not supported")
-        if int(layer.param(5)) == 1:
+        if int(layer.scalar(5)) == 1:
             layer.bias = _take(data, offset, np.dtype("<f4"), num_output, where, layer)
             offset += num_output * 4
     if offset != len(data):

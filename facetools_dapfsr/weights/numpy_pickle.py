@@ -21,7 +21,7 @@ def _reconstruct() -> Any:
     try:
         from numpy._core.multiarray import _reconstruct as function
     except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct as function
+        from numpy.core.multiarray import _reconstruct as function  # type: ignore[no-redef]
     return function
 
 

@@ -95,7 +95,7 @@ class IRModel:
         for element in root.iterfind("layers/layer"):
             data_element = element.find("data")
             layer = Layer(
-                id=int(element.get("id")),
+                id=int(_required(element, "id")),
                 name=element.get("name", ""),
                 type=element.get("type", ""),
                 version=element.get("version", ""),
@@ -107,8 +107,8 @@ class IRModel:
         # Edges name ports by id; map each destination port id to its position in the layer.
         incoming: dict[int, dict[int, tuple[int, int]]] = {i: {} for i in layers}
         for edge in root.iterfind("edges/edge"):
-            src, src_port = int(edge.get("from-layer")), int(edge.get("from-port"))
-            dst, dst_port = int(edge.get("to-layer")), int(edge.get("to-port"))
+            src, src_port = int(_required(edge, "from-layer")), int(_required(edge, "from-port"))
+            dst, dst_port = int(_required(edge, "to-layer")), int(_required(edge, "to-port"))
             incoming[dst][dst_port] = (src, src_port)
             layers[src].consumers.append((dst, dst_port))
         for layer_id, layer in layers.items():
@@ -194,10 +194,18 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",")) if text else ()
 
 
+def _required(element: ET.Element, name: str) -> str:
+    """An attribute the IR format requires; ValueError (a malformed file) where it is missing."""
+    value = element.get(name)
+    if value is None:
+        raise ValueError(f"<{element.tag}> element without its {name!r} attribute")
+    return value
+
+
 def _port(element: ET.Element) -> Port:
     names = element.get("names")
     return Port(
-        id=int(element.get("id")),
+        id=int(_required(element, "id")),
         shape=tuple(int(dim.text or 0) for dim in element.iterfind("dim")),
         precision=element.get("precision", ""),
         names=tuple(names.split(",")) if names else (),
