@@ -235,3 +235,22 @@ def test_grey_targets_follow_the_exemplar_unless_set(model, exemplar, vgg) -> No
     assert run(grey).adapter.config.training["grey_targets"] is True
     assert run(exemplar).adapter.config.training["grey_targets"] is False
     assert run(grey, grey_targets=False).adapter.config.training["grey_targets"] is False
+
+
+def test_snapshots_are_the_adapter_as_it_was_after_those_steps(model, exemplar, vgg) -> None:
+    result = run_damma(model, exemplar, config=DAMMAConfig(**FAST, tolerance=-1), vgg=vgg, progress=False, snapshot_steps=(1, 3))
+    assert sorted(result.snapshots) == [1, 3]
+    last, first = result.snapshots[3].tensors, result.snapshots[1].tensors
+    assert all(torch.equal(last[name], value) for name, value in result.adapter.tensors.items())
+    changed = [name for name in first if name not in (ALPHA_KEY, EXEMPLAR_CODE_KEY) and not torch.equal(first[name], last[name])]
+    assert changed  # two more steps moved the modulation tensors
+
+
+def test_the_exemplar_pair_can_be_left_out_of_the_fine_tuning(model, exemplar, vgg) -> None:
+    with_pair = run_damma(model, exemplar, config=DAMMAConfig(**FAST), vgg=vgg, progress=False)
+    without = run_damma(model, exemplar, config=DAMMAConfig(**FAST, exemplar_pair=False), vgg=vgg, progress=False)
+    assert without.adapter.config.training["settings"]["exemplar_pair"] is False
+    assert with_pair.adapter.config.training["settings"]["exemplar_pair"] is True
+    # same seed, same mixed faces: the exemplar's pair is the only difference in step 4
+    assert with_pair.history[0]["style"] == without.history[0]["style"]
+    assert with_pair.history[0]["loss"] != without.history[0]["loss"]

@@ -35,14 +35,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from facetools_dapfsr.adaptation.finetune import finetune_step
 from facetools_dapfsr.adaptation.lowrank import ModulationDelta
 from facetools_dapfsr.data.degradation import DegradationConfig, degrade
 from facetools_dapfsr.hub.adapters import (
@@ -55,7 +56,7 @@ from facetools_dapfsr.hub.adapters import (
     registry_of,
 )
 from facetools_dapfsr.images import is_grey_content
-from facetools_dapfsr.losses import FEATURE_LAYERS, VGGFeatures, feature_mean_std, perceptual_loss
+from facetools_dapfsr.losses import FEATURE_LAYERS, VGGFeatures, style_loss
 from facetools_dapfsr.metrics.image import to_grey
 
 if TYPE_CHECKING:
@@ -98,6 +99,9 @@ class DAMMAConfig:
     """Weight of the perceptual loss in the Eq. 5 loss (relu1_1..relu4_1, equal weights)."""
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     """How generated HR faces (and the exemplar, when no LR is given) become LR inputs."""
+    exemplar_pair: bool = True
+    """Add the exemplar's own (LR, HR) pair to every step-4 batch (Algorithm 1). ``False`` (a
+    named departure) trains on the mixed faces alone."""
     grey_targets: bool | None = None
     """Make the mixed faces grey before they become targets (step 4). ``None``: when the exemplar
     is grey (its three channels equal); ``False``: Algorithm 1 as published."""
@@ -146,6 +150,8 @@ class DAMMAResult:
     seconds: float
     history: list[dict[str, float]]
     """Per step: ``loss`` (Eq. 5), ``content``, ``style``, ``alpha_mean``."""
+    snapshots: dict[int, Adapter] = field(default_factory=dict)
+    """step -> the adapter as it was after that step (the steps asked for with ``snapshot_steps``)."""
 
 
 def run_damma(
@@ -155,6 +161,7 @@ def run_damma(
     config: DAMMAConfig | None = None,
     vgg: VGGFeatures | None = None,
     progress: bool = True,
+    snapshot_steps: Collection[int] = (),
 ) -> DAMMAResult:
     """Adapt ``model`` to the domain of one exemplar (Algorithm 1); the model is not changed.
 
@@ -165,6 +172,7 @@ def run_damma(
         config: settings (defaults: :class:`DAMMAConfig`).
         vgg: VGG-19 features; default: loaded from the weights cache.
         progress: show a progress bar with the step, losses and alpha.
+        snapshot_steps: steps after which to keep a copy of the adapter (learning curves).
     Returns:
         a :class:`DAMMAResult` whose adapter holds the adapted modulation tensors, alpha and w_t.
     """
@@ -196,13 +204,14 @@ def run_damma(
             delta = ModulationDelta(registry.base, rank=config.rank, generator=generator)
             with torch.no_grad():
                 w_t = model.encode(exemplar_lr)  # [1, num_ws, w_dim]
-                exemplar_style = [feature_mean_std([f])[0] for f in _select(vgg(exemplar_hr), style_index)]
+                exemplar_style = _select(vgg(exemplar_hr), style_index)
             alpha_logit = torch.full(
                 (model.num_ws,), math.log(config.alpha_init / (1 - config.alpha_init)), device=device
             ).requires_grad_(True)
             alpha_optimizer = torch.optim.Adam([alpha_logit], lr=config.alpha_learning_rate)
             delta_optimizer = torch.optim.Adam(delta.parameters(), lr=config.learning_rate)
             history: list[dict[str, float]] = []
+            snapshots: dict[int, Adapter] = {}
             converged = False
             bar = tqdm(total=config.max_steps, desc="DAMMA", disable=not progress, unit="step")
             for step in range(1, config.max_steps + 1):
@@ -216,15 +225,10 @@ def run_damma(
                 with torch.no_grad():
                     source_features = vgg(decoder.synthesis(w_s))
                 mixed_features = vgg(mixed)
-                content = sum(
-                    F.mse_loss(mixed_features[i], source_features[i]) for i in content_index
-                )
-                style = sum(
-                    F.mse_loss(mean, ref_mean.expand_as(mean)) + F.mse_loss(std, ref_std.expand_as(std))
-                    for (mean, std), (ref_mean, ref_std) in zip(
-                        feature_mean_std(_select(mixed_features, style_index)), exemplar_style, strict=True
-                    )
-                )
+                content = torch.stack(
+                    [F.mse_loss(mixed_features[i], source_features[i]) for i in content_index]
+                ).sum()
+                style = style_loss(_select(mixed_features, style_index), exemplar_style)
                 alpha_loss = config.content_weight * content + config.style_weight * style
                 alpha_optimizer.zero_grad(set_to_none=True)
                 alpha_loss.backward()
@@ -233,29 +237,27 @@ def run_damma(
                 targets = mixed.detach().clamp(0, 1)
                 if grey_targets:
                     targets = to_grey(targets).expand_as(targets)
-                hr = torch.cat([targets, exemplar_hr])
-                lr = torch.cat(
-                    [degrade(hr[:-1].cpu(), lr_size, config.degradation, generator).to(device), exemplar_lr]
-                )
-                with torch.no_grad():
-                    ws = model.encode(lr)
+                lr = degrade(targets.cpu(), lr_size, config.degradation, generator).to(device)
+                hr = targets
+                if config.exemplar_pair:
+                    hr, lr = torch.cat([hr, exemplar_hr]), torch.cat([lr, exemplar_lr])
                 adapted = {name[len(DECODER_PREFIX) :]: value for name, value in delta.adapted().items()}
-                output = functional_call(decoder, adapted, (ws,))
-                loss = config.pixel_weight * F.mse_loss(output, hr)
-                if config.perceptual_weight:
-                    loss = loss + config.perceptual_weight * perceptual_loss(output, hr, vgg)
-                delta_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                delta_optimizer.step()
+                loss = finetune_step(
+                    model, adapted, hr, lr, vgg, delta_optimizer, config.pixel_weight, config.perceptual_weight
+                )
 
                 alpha_now = torch.sigmoid(alpha_logit.detach())
                 record = {
-                    "loss": loss.item(),
+                    "loss": loss,
                     "content": content.item(),
                     "style": style.item(),
                     "alpha_mean": alpha_now.mean().item(),
                 }
                 history.append(record)
+                if step in snapshot_steps:
+                    snapshots[step] = adapter_from_delta(
+                        model, delta, alpha_now, w_t[0], {"method": "DAMMA snapshot", "steps": step}
+                    )
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{record['loss']:.4g}",
@@ -283,7 +285,9 @@ def run_damma(
         "seconds": seconds,
     }
     adapter = adapter_from_delta(model, delta, torch.sigmoid(alpha_logit.detach()), w_t[0], training)
-    return DAMMAResult(adapter=adapter, steps=len(history), converged=converged, seconds=seconds, history=history)
+    return DAMMAResult(
+        adapter=adapter, steps=len(history), converged=converged, seconds=seconds, history=history, snapshots=snapshots
+    )
 
 
 def adapter_from_delta(

@@ -44,12 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from facetools_dapfsr.adaptation.damma import DAMMAConfig, run_damma
+from facetools_dapfsr.adaptation.finetune import finetune_step
+from facetools_dapfsr.adaptation.lowrank import ModulationDelta
 from facetools_dapfsr.data.degradation import DegradationConfig, degrade
-from facetools_dapfsr.losses import VGGFeatures, perceptual_loss
+from facetools_dapfsr.losses import VGGFeatures
 from facetools_dapfsr.models.consistency import consistent_faces
 
 if TYPE_CHECKING:
-    from facetools_dapfsr.adaptation.damma import DAMMAConfig
     from facetools_dapfsr.evaluation.adain import StyleTransfer
     from facetools_dapfsr.models.dapfsr import DAPFSR
 
@@ -235,18 +237,10 @@ def finetune_decoder(
     optimizer = torch.optim.Adam(params.values(), lr=config.learning_rate)
     hr = exemplar.hr.expand(config.batch_size, -1, -1, -1)
     target = torch.cat([hr, exemplar.hr])
-    with torch.enable_grad():
-        for _ in range(config.steps):
-            lr = degrade(hr.cpu(), lr_size, config.degradation, generator).to(hr.device)
-            with torch.no_grad():
-                ws = model.encode(torch.cat([lr, exemplar.lr]))
-            output = functional_call(model.decoder, params, (ws,))
-            loss = F.mse_loss(output, target)
-            if config.perceptual_weight:
-                loss = loss + config.perceptual_weight * perceptual_loss(output, target, vgg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    for _ in range(config.steps):
+        lr = degrade(hr.cpu(), lr_size, config.degradation, generator).to(hr.device)
+        lr = torch.cat([lr, exemplar.lr])
+        finetune_step(model, params, target, lr, vgg, optimizer, perceptual_weight=config.perceptual_weight)
     return {name: p.detach() for name, p in params.items()}
 
 
@@ -322,26 +316,15 @@ def finetune_modulations(
 ) -> dict[str, torch.Tensor]:
     """Constrained fine-tuning: only the decoder's modulation parameters learn to map degraded
     ``faces`` (and the exemplar's LR) back to their HR. Returns the adapted modulation tensors."""
-    from facetools_dapfsr.adaptation.lowrank import ModulationDelta
-
     lr_size = model.config.lr_size
     generator = torch.Generator().manual_seed(config.seed)
     delta = ModulationDelta({name: p.detach() for name, p in model.decoder.modulation_parameters()})
     optimizer = torch.optim.Adam(delta.parameters(), lr=config.learning_rate)
-    with torch.enable_grad():
-        for _ in range(config.steps):
-            pick = torch.randint(len(faces), (config.batch_size,), generator=generator)
-            hr = torch.cat([faces[pick.to(faces.device)], exemplar.hr])
-            lr = torch.cat([degrade(hr[:-1].cpu(), lr_size, config.degradation, generator).to(hr.device), exemplar.lr])
-            with torch.no_grad():
-                ws = model.encode(lr)
-            output = functional_call(model.decoder, delta.adapted(), (ws,))
-            loss = F.mse_loss(output, hr)
-            if config.perceptual_weight:
-                loss = loss + config.perceptual_weight * perceptual_loss(output, hr, vgg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    for _ in range(config.steps):
+        pick = torch.randint(len(faces), (config.batch_size,), generator=generator)
+        hr = torch.cat([faces[pick.to(faces.device)], exemplar.hr])
+        lr = torch.cat([degrade(hr[:-1].cpu(), lr_size, config.degradation, generator).to(hr.device), exemplar.lr])
+        finetune_step(model, delta.adapted(), hr, lr, vgg, optimizer, perceptual_weight=config.perceptual_weight)
     return {name: value.detach() for name, value in delta.adapted().items()}
 
 
@@ -351,8 +334,6 @@ class DAMMA(Method):
     uses_exemplar = True
 
     def __init__(self, config: DAMMAConfig | None = None, vgg: VGGFeatures | None = None) -> None:
-        from facetools_dapfsr.adaptation.damma import DAMMAConfig
-
         self.config = config or DAMMAConfig()
         self.vgg = vgg
 
@@ -361,8 +342,6 @@ class DAMMA(Method):
 
     @contextlib.contextmanager
     def adapted(self, model: DAPFSR, exemplar: Exemplar | None) -> Iterator[Restorer]:
-        from facetools_dapfsr.adaptation.damma import run_damma
-
         if exemplar is None:
             raise ValueError("DAMMA needs an exemplar")
         vgg = self._features(exemplar.hr.device)
