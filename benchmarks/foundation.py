@@ -67,7 +67,7 @@ def main() -> None:
     for name in ("tiny", "paper"):
         model = DAPFSR(DAPFSRConfig.from_preset(name)).eval().to(args.device)
         lr = torch.rand(8, 3, 16, 16, device=args.device)
-        seconds = timed(lambda: model.upscale(lr), args.repeats, args.device)
+        seconds = timed(lambda model=model, lr=lr: model.upscale(lr), args.repeats, args.device)
         row = {
             "parameters": count(model),
             "encoder_parameters": count(model.encoder),
@@ -88,7 +88,7 @@ def main() -> None:
     for label, (memory_format, dtype) in variants.items():
         decoder = decoder.to(memory_format=memory_format)
 
-        def render() -> None:
+        def render(decoder: StyleGAN2Generator = decoder, dtype: torch.dtype | None = dtype) -> None:
             with torch.no_grad(), torch.autocast(args.device.split(":")[0], dtype=dtype, enabled=dtype is not None):
                 decoder.synthesis(ws)
 

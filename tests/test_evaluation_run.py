@@ -136,7 +136,9 @@ def test_adain_style_transfer_and_constrained_finetuning(model: DAPFSR, exemplar
     stylised = transfer(content, exemplar.hr)
     assert stylised.shape == (2, 3, 32, 32)
     # the style transfer moves the colour statistics towards the grey exemplar's
-    spread = lambda x: (x - x.mean(1, keepdim=True)).abs().mean().item()
+    def spread(x: torch.Tensor) -> float:
+        return (x - x.mean(1, keepdim=True)).abs().mean().item()
+
     assert spread(stylised) < spread(content)
     before = _state(model)
     method = AdaINAugment(AdaINConfig(steps=2, batch_size=2, learning_rate=0.05), source_faces=content, vgg=vgg)

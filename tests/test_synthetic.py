@@ -69,7 +69,7 @@ def test_generation_is_seeded_resumable_and_checked(tmp_path: Path) -> None:
         SyntheticPairs.load(out)
     generate_synthetic_pairs(decoder, out, config, show_progress=False)
     after = SyntheticPairs.load(out)
-    for (ws_a, hr_a), index in zip(before, range(10)):
+    for (ws_a, hr_a), index in zip(before, range(10), strict=False):
         ws_b, hr_b = after[index]
         assert torch.equal(ws_a, ws_b) and torch.equal(hr_a, hr_b)
     assert not (out / ".partial-shard_00001").exists()

@@ -13,6 +13,7 @@ import torch
 
 from facetools_dapfsr.config import DAPFSRConfig, StyleGAN2Config
 from facetools_dapfsr.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+from facetools_dapfsr.seeding import derive_seed
 from facetools_dapfsr.training.arguments import (
     TrainingArguments,
     build_parser,
@@ -43,7 +44,6 @@ from facetools_dapfsr.training.native_decoder import (
 )
 from facetools_dapfsr.training.reporting import state_dict_sha256
 from facetools_dapfsr.training.sampling import StreamSampler
-from facetools_dapfsr.seeding import derive_seed
 from facetools_dapfsr.training.setup import fill_deepspeed_auto
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"

@@ -164,7 +164,7 @@ def apply_fallback(image: np.ndarray, name: str) -> Shown:
     if "upscale" in parts:
         scale = UPSCALE_FACTOR
         height, width = out.shape[:2]
-        resized = Image.fromarray(np.ascontiguousarray(out)).resize((width * scale, height * scale), Image.BICUBIC)
+        resized = Image.fromarray(np.ascontiguousarray(out)).resize((width * scale, height * scale), Image.Resampling.BICUBIC)
         out = np.array(resized)  # writable (torch.from_numpy warns on a read-only array)
     pad = 0
     if "pad" in parts:
@@ -223,8 +223,12 @@ def is_plausible_face(landmarks: np.ndarray, image_shape: tuple[int, ...] | None
 
 
 def search_again_with_border(
-    attempt: Callable[[str], Found | None], found: Found, name: str | None, fallbacks: Sequence[str], image_width: int
-) -> tuple[Found, str | None]:
+    attempt: Callable[[str], tuple[np.ndarray, Found] | None],
+    found: tuple[np.ndarray, Found],
+    name: str | None,
+    fallbacks: Sequence[str],
+    image_width: int,
+) -> tuple[tuple[np.ndarray, Found], str | None]:
     """``(found, name)``, or the same face searched again with the border when ``found`` (its
     landmarks first), found by the fallback ``name`` (None: the image as it is) without the
     border, fills the image (:func:`is_tight_crop`) and ``name`` with ``pad`` is among
@@ -263,13 +267,13 @@ def detect_with_fallbacks(
     """
     width = image.shape[1]
     if try_plain:
-        found = detect(image)
-        if found is not None:
+        plain = detect(image)
+        if plain is not None:
             return search_again_with_border(
-                lambda name: detect_on_fallback(detect, image, name), found, None, fallbacks, width
+                lambda name: detect_on_fallback(detect, image, name), plain, None, fallbacks, width
             )
     detect_fallback = detect_fallback or detect
-    lenient: tuple[tuple[np.ndarray, Found], str] | None = None
+    lenient: tuple[tuple[np.ndarray, Found], str | None] | None = None
 
     def attempt(name: str) -> tuple[np.ndarray, Found] | None:
         found = detect_on_fallback(detect_fallback, image, name)
@@ -280,14 +284,14 @@ def detect_with_fallbacks(
         return found
 
     for name in fallbacks:
-        found = attempt(name)
-        if found is None:
+        first = attempt(name)
+        if first is None:
             continue
-        found, name = search_again_with_border(attempt, found, name, fallbacks, width)
+        found, used = search_again_with_border(attempt, first, name, fallbacks, width)
         if is_lenient is None or not is_lenient(found[1]):
-            return found, name
+            return found, used
         if lenient is None:
-            lenient = (found, name)
+            lenient = (found, used)
     return lenient if lenient is not None else (None, None)
 
 

@@ -204,9 +204,13 @@ class LandmarkDetector:
         results: list[tuple[np.ndarray, float, str | None] | None] = []
         for image, found in zip(images, self.detect(images), strict=True):
             if found is not None:
+
+                def on_fallback(name: str, image: np.ndarray = image) -> tuple[np.ndarray, float] | None:
+                    return detect_on_fallback(detect_one, image, name)
+
                 # The plain images ran in one batch above; only the border search is left.
                 found, fallback = search_again_with_border(
-                    lambda name, image=image: detect_on_fallback(detect_one, image, name),
+                    on_fallback,
                     found,
                     None,
                     fallbacks,

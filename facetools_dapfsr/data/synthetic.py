@@ -77,7 +77,9 @@ def decoder_identity(decoder: Decoder) -> dict[str, Any]:
     config = getattr(decoder, "config", None)
     return {
         "class": type(decoder).__name__,
-        "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None,
+        "config": dataclasses.asdict(config)
+        if dataclasses.is_dataclass(config) and not isinstance(config, type)
+        else None,
         "num_ws": decoder.num_ws,
         "w_dim": decoder.w_dim,
         "resolution": decoder.resolution,

@@ -191,7 +191,7 @@ class DAPFSREncoder(nn.Module):
         c3, c4, c5 = taps[1], taps[2], taps[3]
         target = c3.shape[-2:]
         pyramid = [self.lateral[0](c3)]
-        for lateral, tap in zip(self.lateral[1:], (c4, c5)):
+        for lateral, tap in zip(self.lateral[1:], (c4, c5), strict=True):
             pyramid.append(F.interpolate(lateral(tap), size=target, mode="bilinear", align_corners=False))
         c_global = self.global_projection(c5.mean(dim=(2, 3)))
         pyramid.append(c_global[:, :, None, None].expand(-1, -1, *target))

@@ -24,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
@@ -211,7 +211,7 @@ def _build(source: WeightSource, root: Path, progress: bool) -> None:
             "safetensors_sha256": hashlib.sha256(data).hexdigest(),
             "num_tensors": len(clean),
             "num_elements": int(sum(t.numel() for t in clean.values())),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         directory = entry_dir(source.name, root)
         directory.mkdir(parents=True, exist_ok=True)
