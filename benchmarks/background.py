@@ -61,8 +61,10 @@ def main() -> int:
     network = RRDBNet.from_weights_cache(progress=False)
     realesrgan = RealESRGANBackground(network, RealESRGANOptions(tile=args.tile), device=args.device)
     bicubic = BicubicBackground()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"load average {os.getloadavg()[0]:.2f}, device {args.device}, tile {args.tile}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"load average {os.getloadavg()[0]:.2f}, device {args.device}, tile {args.tile}"
+    )
 
     first = half(args.photos[0])
     crop = first[:, : args.crop, : args.crop]
@@ -71,8 +73,10 @@ def main() -> int:
         torch.set_num_threads(threads)
         fast = speed(bicubic, crop)
         slow = speed(realesrgan, crop)
-        print(f"x4 of {crop.shape[2]}x{crop.shape[1]}, {threads} thread(s): realesrgan {slow:.4f} MP/s "
-              f"({crop.shape[1] * crop.shape[2] * 16 / 1e6 / slow:.1f} s), bicubic {fast:.1f} MP/s")
+        print(
+            f"x4 of {crop.shape[2]}x{crop.shape[1]}, {threads} thread(s): realesrgan {slow:.4f} MP/s "
+            f"({crop.shape[1] * crop.shape[2] * 16 / 1e6 / slow:.1f} s), bicubic {fast:.1f} MP/s"
+        )
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
     lpips = {net: LPIPS.from_weights_cache(net, progress=False) for net in ("alex", "vgg")}
@@ -83,12 +87,16 @@ def main() -> int:
         height, width = truth.shape[1] // 4 * 4, truth.shape[2] // 4 * 4
         truth = truth[:, :height, :width]
         lr = F.interpolate(truth.unsqueeze(0), scale_factor=0.25, mode="bicubic", antialias=True)[0].clamp(0, 1)
-        outputs = {name: stage.upscale(lr, (height, width)).float() / 255 for name, stage in
-                   (("bicubic", bicubic), ("realesrgan", realesrgan))}
+        outputs = {
+            name: stage.upscale(lr, (height, width)).float() / 255
+            for name, stage in (("bicubic", bicubic), ("realesrgan", realesrgan))
+        }
         for name, output in outputs.items():
             a, b = output.unsqueeze(0), truth.unsqueeze(0)
-            print(f"| {path.name} {width}x{height} | {name} | {float(psnr(a, b)):.2f} | {lpips['alex'](a, b).item():.3f} | "
-                  f"{lpips['vgg'](a, b).item():.3f} | {float(sharpness(a)):.4f} ({float(sharpness(b)):.4f}) |")
+            print(
+                f"| {path.name} {width}x{height} | {name} | {float(psnr(a, b)):.2f} | {lpips['alex'](a, b).item():.3f} | "
+                f"{lpips['vgg'](a, b).item():.3f} | {float(sharpness(a)):.4f} ({float(sharpness(b)):.4f}) |"
+            )
         if args.out is not None and path == args.photos[0]:
             top, left = (height - 256) // 2, (width - 256) // 2
             window = (slice(None), slice(top, top + 256), slice(left, left + 256))

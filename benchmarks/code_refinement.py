@@ -60,7 +60,9 @@ def main() -> None:
 
     def run(config: ConsistencyConfig | bool) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()
-        chunks = [model.upscale(lr[i : i + args.batch_size], consistency=config) for i in range(0, len(lr), args.batch_size)]
+        chunks = [
+            model.upscale(lr[i : i + args.batch_size], consistency=config) for i in range(0, len(lr), args.batch_size)
+        ]
         return torch.cat(chunks), (time.perf_counter() - start) / len(lr)
 
     def mean_scores(output: torch.Tensor) -> dict[str, float | None]:
@@ -88,7 +90,8 @@ def main() -> None:
         print(f"| {row['variant']} | " + " | ".join(cells) + f" | {seconds} |")
     if args.out:
         record = {
-            "command": "python benchmarks/code_refinement.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v),
+            "command": "python benchmarks/code_refinement.py "
+            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v),
             "faces": len(indices),
             "data": args.data,
             "machine": machine_description(),

@@ -37,21 +37,28 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="protocol seed (the LR of each face)")
     parser.add_argument("--degradation", default="paper", help="paper, realistic or a JSON file")
     parser.add_argument(
-        "--raw", action="store_true", help="also show each model's raw decoder output (LR consistency off), before its own"
+        "--raw",
+        action="store_true",
+        help="also show each model's raw decoder output (LR consistency off), before its own",
     )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     models = [load(spec) for spec in args.model]
     first = models[0][1]
-    protocol = ProtocolConfig(splits=1, draws=1, seed=args.seed, degradation=DegradationConfig.from_name_or_file(args.degradation))
+    protocol = ProtocolConfig(
+        splits=1, draws=1, seed=args.seed, degradation=DegradationConfig.from_name_or_file(args.degradation)
+    )
     domain = Domain.from_folder(args.target, show_progress=False, max_images=max(64, args.faces))
     store = FaceStore(domain, first.config.hr_size, first.config.lr_size, protocol)
     step = max(1, len(domain) // args.faces)
     indices = list(range(0, step * args.faces, step))[: args.faces]
     hr, _valid, lr = store.batch(indices)
     size = first.config.hr_size
-    columns = [F.interpolate(lr, size=(size, size), mode="nearest"), F.interpolate(lr, size=(size, size), mode="bicubic").clamp(0, 1)]
+    columns = [
+        F.interpolate(lr, size=(size, size), mode="nearest"),
+        F.interpolate(lr, size=(size, size), mode="bicubic").clamp(0, 1),
+    ]
     names = []
     for name, model in models:
         if args.raw:

@@ -75,7 +75,9 @@ def sizes(ranks: list[int]) -> list[dict]:
         }
         for rank in ranks:
             delta = ModulationDelta(registry.base, rank=rank, generator=torch.Generator().manual_seed(0))
-            adapter = adapter_from_delta(model, delta, torch.full((model.num_ws,), 0.5), torch.zeros(model.num_ws, model.w_dim))
+            adapter = adapter_from_delta(
+                model, delta, torch.full((model.num_ws,), 0.5), torch.zeros(model.num_ws, model.w_dim)
+            )
             with tempfile.TemporaryDirectory() as folder:
                 adapter.save(folder)
                 size = (Path(folder) / ADAPTER_WEIGHTS_NAME).stat().st_size
@@ -160,7 +162,9 @@ def main() -> None:
     if args.part == "sizes":
         results["sizes"] = sizes(args.ranks)
     else:
-        results["speed"] = speed(args.model, args.exemplar or default_exemplar(), args.max_steps, args.rank, not args.quiet)
+        results["speed"] = speed(
+            args.model, args.exemplar or default_exemplar(), args.max_steps, args.rank, not args.quiet
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")

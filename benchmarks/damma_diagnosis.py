@@ -106,7 +106,11 @@ def modulation_change(model: DAPFSR, tensors: dict[str, torch.Tensor]) -> dict[s
         key = name.removeprefix("decoder.")
         if key not in base:
             continue
-        kind = "to_img" if "to_img" in key or "exit_heads" in key else ("upsample" if "up" in key.split(".")[-3] else "conv")
+        kind = (
+            "to_img"
+            if "to_img" in key or "exit_heads" in key
+            else ("upsample" if "up" in key.split(".")[-3] else "conv")
+        )
         change = (value.float() - base[key].float()).norm().square().item()
         size = base[key].float().norm().square().item()
         pair = sums.setdefault(kind, [0.0, 0.0])
@@ -200,7 +204,11 @@ def main() -> None:
 
         def oracle_consistent(x: torch.Tensor, adapted=adapted) -> torch.Tensor:
             return consistent_faces(
-                lambda codes: functional_call(model.decoder, adapted, (codes,)), model.encode(x), x, model.w_sigma, cheap
+                lambda codes: functional_call(model.decoder, adapted, (codes,)),
+                model.encode(x),
+                x,
+                model.w_sigma,
+                cheap,
             )
 
         entry, columns[name] = scores(oracle_raw, oracle_consistent, lr, hr, valid, lr_size)

@@ -73,7 +73,9 @@ def main() -> None:
             if name.startswith("Extended Yale B"):
                 row["median_error_px"] = yaleb_error(yaleb, found)
                 row["median_error_px_by_fallback"] = {
-                    str(fallback): yaleb_error(yaleb, [f if f is not None and f[2] == fallback else None for f in found])
+                    str(fallback): yaleb_error(
+                        yaleb, [f if f is not None and f[2] == fallback else None for f in found]
+                    )
                     for fallback in sorted({f[2] for f in found if f is not None}, key=str)
                 }
                 # Which lights the misses have: "A<azimuth>E<elevation>" (the file name's code).

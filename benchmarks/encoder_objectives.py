@@ -94,6 +94,7 @@ def main() -> int:
         ("image loss step, MSE", args.image_batch, best_time(lambda: image_step(False), args.repeats)),
         ("image loss step, MSE + VGG-19 (Eq. 5)", args.image_batch, best_time(lambda: image_step(True), args.repeats)),
     ]
+
     def gradient_norm(loss: torch.Tensor) -> float:
         optimizer.zero_grad()
         loss.backward()
@@ -104,7 +105,8 @@ def main() -> int:
         "code loss (weight 1)": gradient_norm(F.mse_loss(encoder(lr_code), (ws - model.w_mu) / model.w_sigma)),
         "pixel MSE (weight 1)": gradient_norm(F.mse_loss(sr, hr_image)),
         "VGG-19 perceptual (weight 0.01)": gradient_norm(
-            0.01 * perceptual_loss(model.decoder.synthesis(model.w_mu + encoder(lr_image) * model.w_sigma), hr_image, vgg)
+            0.01
+            * perceptual_loss(model.decoder.synthesis(model.w_mu + encoder(lr_image) * model.w_sigma), hr_image, vgg)
         ),
     }
     record = {

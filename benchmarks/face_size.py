@@ -55,7 +55,9 @@ def main() -> int:
 
     model = (DAPFSR.default() if args.model is None else DAPFSR.from_pretrained(args.model)).float().eval()
     lr_size, hr_size = model.config.lr_size, model.config.hr_size
-    faces = AlignedFaces.prepare(str(args.data), hr_size, settings=DetectorSettings(min_face_size=60), max_images=args.faces)
+    faces = AlignedFaces.prepare(
+        str(args.data), hr_size, settings=DetectorSettings(min_face_size=60), max_images=args.faces
+    )
     hr = torch.stack([faces.load(i)[0] for i in range(len(faces))])
     lpips = LPIPS.from_weights_cache("vgg", progress=False)
     started = time.perf_counter()
@@ -72,8 +74,9 @@ def main() -> int:
                 restored = resize(model.upscale(resize(small, lr_size)), o)
             # The restored face made consistent with the photo: its band below the input's
             # resolution replaced by the photo's own (what the pipeline's consistency step does).
-            consistent = (restored + F.interpolate(small - resize(restored, s), size=(o, o), mode="bicubic",
-                                                   align_corners=False)).clamp(0, 1)
+            consistent = (
+                restored + F.interpolate(small - resize(restored, s), size=(o, o), mode="bicubic", align_corners=False)
+            ).clamp(0, 1)
             sharp_model, sharp_resampled = sharpness(restored), sharpness(resampled)
             picked = sharp_model > sharp_resampled
             chosen = torch.where(picked.view(-1, 1, 1, 1), restored, resampled)
@@ -97,25 +100,35 @@ def main() -> int:
                     row["lpips_consistent"] = lpips(consistent, truth).mean().item()
             rows.append(row)
     print(f"{len(hr)} faces of {args.data}; model {args.model or 'built-in'}; {time.perf_counter() - started:.0f} s")
-    print("| output | input side | output side | PSNR resample / model / consistent | LPIPS resample / model / consistent "
-          "| sharpness resample / model / consistent | rule picks model | PSNR of rule |")
+    print(
+        "| output | input side | output side | PSNR resample / model / consistent | LPIPS resample / model / consistent "
+        "| sharpness resample / model / consistent | rule picks model | PSNR of rule |"
+    )
     print("|---|---:|---:|---|---|---|---:|---:|")
     for r in rows:
         label = f"x{args.scale:g}" if r["setting"] == "scale" else f"{hr_size} px"
-        lp = (f"{r['lpips_resample']:.3f} / {r['lpips_model']:.3f} / {r['lpips_consistent']:.3f}"
-              if "lpips_model" in r else "-")
-        print(f"| {label} | {r['input_side']} | {r['output_side']} | {r['psnr_resample']:.2f} / {r['psnr_model']:.2f} / "
-              f"{r['psnr_consistent']:.2f} | {lp} | {r['sharpness_resample']:.4f} / {r['sharpness_model']:.4f} / "
-              f"{r['sharpness_consistent']:.4f} | {r['rule_picks_model']:.2f} | {r['psnr_rule']:.2f} |")
+        lp = (
+            f"{r['lpips_resample']:.3f} / {r['lpips_model']:.3f} / {r['lpips_consistent']:.3f}"
+            if "lpips_model" in r
+            else "-"
+        )
+        print(
+            f"| {label} | {r['input_side']} | {r['output_side']} | {r['psnr_resample']:.2f} / {r['psnr_model']:.2f} / "
+            f"{r['psnr_consistent']:.2f} | {lp} | {r['sharpness_resample']:.4f} / {r['sharpness_model']:.4f} / "
+            f"{r['sharpness_consistent']:.4f} | {r['rule_picks_model']:.2f} | {r['psnr_rule']:.2f} |"
+        )
     if args.out:
         record = {
-            "command": "python benchmarks/face_size.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "data"
-            ),
+            "command": "python benchmarks/face_size.py "
+            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "data"),
             "faces": len(hr),
             "rows": rows,
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg(),
-                        "torch_threads": torch.get_num_threads()},
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "platform": platform.platform(),
+                "load": os.getloadavg(),
+                "torch_threads": torch.get_num_threads(),
+            },
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -75,8 +75,10 @@ def main() -> None:
             "forward_batch8_s": round(seconds, 4),
         }
         results["models"][name] = row
-        print(f"{name:6s} params {row['parameters'] / 1e6:8.3f} M (encoder {row['encoder_parameters'] / 1e6:.3f} M, "
-              f"decoder {row['decoder_parameters'] / 1e6:.3f} M)  upscale batch 8: {seconds:.3f} s")
+        print(
+            f"{name:6s} params {row['parameters'] / 1e6:8.3f} M (encoder {row['encoder_parameters'] / 1e6:.3f} M, "
+            f"decoder {row['decoder_parameters'] / 1e6:.3f} M)  upscale batch 8: {seconds:.3f} s"
+        )
 
     decoder = StyleGAN2Generator(DAPFSRConfig.paper().decoder).eval().to(args.device)
     ws = torch.randn(args.decoder_batch, decoder.num_ws, decoder.w_dim, device=args.device)
@@ -94,7 +96,9 @@ def main() -> None:
 
         seconds = timed(render, args.repeats, args.device)
         results["decoder_128_config_f"][label] = round(args.decoder_batch / seconds, 2)
-        print(f"StyleGAN2-128 config-f decoder, batch {args.decoder_batch}, {label:20s}: {args.decoder_batch / seconds:8.2f} img/s")
+        print(
+            f"StyleGAN2-128 config-f decoder, batch {args.decoder_batch}, {label:20s}: {args.decoder_batch / seconds:8.2f} img/s"
+        )
     print(json.dumps(results["machine"]))
     if args.out:
         with open(args.out, "w") as handle:

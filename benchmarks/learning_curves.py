@@ -53,7 +53,10 @@ def draw(curves: dict[str, list[tuple[int, float, float, float]]], path: Path) -
         for c, (name, curve) in enumerate(curves.items()):
             colour = COLOURS[c % len(COLOURS)]
             points = [
-                (left + point[1] / x_max * panel_width, height - margin - (point[column] - low) / span * (height - 2 * margin))
+                (
+                    left + point[1] / x_max * panel_width,
+                    height - margin - (point[column] - low) / span * (height - 2 * margin),
+                )
                 for point in curve
             ]
             if len(points) > 1:

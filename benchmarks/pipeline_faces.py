@@ -63,27 +63,36 @@ def main() -> int:
     model = (DAPFSR.default() if args.model is None else DAPFSR.from_pretrained(args.model)).eval()
     pipelines = {
         "as rendered": FaceUpscaler.from_pretrained(
-            model, device="cpu", paste=PasteOptions(consistency=False), paths=PathOptions(replace="always",
-                                                                                          max_face_size=1e9)),
+            model,
+            device="cpu",
+            paste=PasteOptions(consistency=False),
+            paths=PathOptions(replace="always", max_face_size=1e9),
+        ),
         "default": FaceUpscaler.from_pretrained(model, device="cpu"),
     }
     lpips = LPIPS.from_weights_cache("vgg", progress=False)
     rows, grids = [], []
-    print("| photo | shrunk | scale | faces | paths (default) | PSNR resample / as rendered / default "
-          "| LPIPS resample / as rendered / default |\n|---|---:|---:|---:|---|---|---|")
+    print(
+        "| photo | shrunk | scale | faces | paths (default) | PSNR resample / as rendered / default "
+        "| LPIPS resample / as rendered / default |\n|---|---:|---:|---:|---|---|---|"
+    )
     for name, factor, scale in CASES:
         image = shrink(args.photos / name, factor)
         results = {key: upscaler.enhance(image, scale=scale).result for key, upscaler in pipelines.items()}
         default = results["default"]
-        truth = F.interpolate(shrink(args.photos / name, factor / scale)[None], size=default.composite.shape[1:],
-                              mode="area")[0]
+        truth = F.interpolate(
+            shrink(args.photos / name, factor / scale)[None], size=default.composite.shape[1:], mode="area"
+        )[0]
         composites = {"resample": resample_image(image, default.composite.shape[1:])}
         composites.update({key: result.composite for key, result in results.items()})
         real = face_crops(default.faces, scale, truth)
         crops = {key: face_crops(default.faces, scale, composite / 255) for key, composite in composites.items()}
         with torch.no_grad():
             row = {
-                "photo": name, "shrunk": factor, "scale": scale, "faces": len(default.faces),
+                "photo": name,
+                "shrunk": factor,
+                "scale": scale,
+                "faces": len(default.faces),
                 "paths": [face.path for face in default.faces],
                 "input_sides": [round(face.input_side, 1) for face in default.faces],
                 "psnr": {key: psnr(c, real).mean().item() for key, c in crops.items()},
@@ -91,17 +100,28 @@ def main() -> int:
             }
         rows.append(row)
         paths = ", ".join(f"{row['paths'].count(p)} {p}" for p in sorted(set(row["paths"])))
-        print(f"| {name} | x{factor} | x{scale} | {row['faces']} | {paths} | "
-              + " / ".join(f"{row['psnr'][k]:.2f}" for k in crops) + " | "
-              + " / ".join(f"{row['lpips'][k]:.3f}" for k in crops) + " |")
+        print(
+            f"| {name} | x{factor} | x{scale} | {row['faces']} | {paths} | "
+            + " / ".join(f"{row['psnr'][k]:.2f}" for k in crops)
+            + " | "
+            + " / ".join(f"{row['lpips'][k]:.3f}" for k in crops)
+            + " |"
+        )
         grids.append(torch.stack([real, *crops.values()], 1).flatten(0, 1))
     if args.grid:
         args.grid.parent.mkdir(parents=True, exist_ok=True)
         save_image(torch.cat(grids), args.grid, nrow=4, padding=2, pad_value=1.0)
     if args.out:
-        record = {"command": "python benchmarks/pipeline_faces.py", "rows": rows,
-                  "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                              "load": os.getloadavg(), "torch_threads": torch.get_num_threads()}}
+        record = {
+            "command": "python benchmarks/pipeline_faces.py",
+            "rows": rows,
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "platform": platform.platform(),
+                "load": os.getloadavg(),
+                "torch_threads": torch.get_num_threads(),
+            },
+        }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2) + "\n")
     return 0

@@ -106,7 +106,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     print(f"machine: {platform.platform()} | {platform.machine()} {platform.processor() or ''}".rstrip())
-    print(f"cpus: {os.cpu_count()} | torch {torch.__version__} ({torch.get_num_threads()} threads) | numpy {np.__version__}")
+    print(
+        f"cpus: {os.cpu_count()} | torch {torch.__version__} ({torch.get_num_threads()} threads) | numpy {np.__version__}"
+    )
     tensors, provenance = load_weights(PRIOR, progress=False)
     print(f"weights: {PRIOR} (converter revision {provenance.get('converter_revision')})")
     print(f"parity vs OpenVINO: {parity(tensors, args.parity_samples)}")
@@ -118,7 +120,10 @@ def main() -> None:
     # name -> (crop of a batch of W+, decoder whose modulations the backward pass reaches)
     paths: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], MobileStyleGANDecoder]] = {
         "1024 full frame + crop": (lambda codes: full_frame_crop(full, codes), full),
-        **{f"{size} crop window": (decoders[size].synthesis, decoders[size]) for size in sorted(RENDER_SIZES, reverse=True)},
+        **{
+            f"{size} crop window": (decoders[size].synthesis, decoders[size])
+            for size in sorted(RENDER_SIZES, reverse=True)
+        },
     }
     with torch.no_grad():
         crops = {name: torch.cat([f(chunk) for chunk in ws.split(4)]).clamp(0, 1) for name, (f, _) in paths.items()}
@@ -139,9 +144,13 @@ def main() -> None:
     for name in paths:
         mse = ((crops[name] - reference) ** 2).mean((1, 2, 3)).clamp_min(1e-12)
         psnr = (-10 * torch.log10(mse)).tolist()
-        quality = "(reference)" if name == base else f"{statistics.mean(psnr):>9.2f} {min(psnr):>6.2f} {max(psnr):>6.2f}"
-        print(f"{name:<24} {flops[name] / 1e9:>7.2f} {flops[name] / flops[base]:>10.2f} "
-              f"{forward[name] / forward[base]:>10.2f} {quality}")
+        quality = (
+            "(reference)" if name == base else f"{statistics.mean(psnr):>9.2f} {min(psnr):>6.2f} {max(psnr):>6.2f}"
+        )
+        print(
+            f"{name:<24} {flops[name] / 1e9:>7.2f} {flops[name] / flops[base]:>10.2f} "
+            f"{forward[name] / forward[base]:>10.2f} {quality}"
+        )
     print("(PSNR 120 = identical: the crop window is exact; 512 and 256 are the early exits)")
 
     print(f"\nCPU time per 128 px face (batch 1, best of {args.repeats})")

@@ -31,13 +31,18 @@ def main() -> int:
     args = parser.parse_args()
     model = DAPFSR.default().eval()
     image, _ = as_photo(SAMPLE)
-    old = FaceUpscaler.from_pretrained(model, device="cpu", paste=PasteOptions(consistency=False),
-                                       paths=PathOptions(replace="always"))
+    old = FaceUpscaler.from_pretrained(
+        model, device="cpu", paste=PasteOptions(consistency=False), paths=PathOptions(replace="always")
+    )
     new = FaceUpscaler.from_pretrained(model, device="cpu")
     result = new.enhance(image, scale=SCALE).result
     size = result.composite.shape[1:]
-    columns = [F.interpolate(image[None], size=size, mode="nearest")[0], resample_image(image, size).float() / 255,
-               old.enhance(image, scale=SCALE).result.composite.float() / 255, result.composite.float() / 255]
+    columns = [
+        F.interpolate(image[None], size=size, mode="nearest")[0],
+        resample_image(image, size).float() / 255,
+        old.enhance(image, scale=SCALE).result.composite.float() / 255,
+        result.composite.float() / 255,
+    ]
     x0, y0, x1, y1 = (np.asarray(result.faces[0].box) * SCALE).round().astype(int)
     half, cx, cy = int(max(x1 - x0, y1 - y0) * 0.8), (x0 + x1) // 2, (y0 + y1) // 2
     crops = [c[:, max(0, cy - half) : cy + half, max(0, cx - half) : cx + half] for c in columns]

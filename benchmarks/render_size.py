@@ -41,7 +41,9 @@ def main() -> int:
     args = parser.parse_args()
 
     base = (DAPFSR.default() if args.model is None else DAPFSR.from_pretrained(args.model)).float().eval()
-    faces = AlignedFaces.prepare(str(args.data), base.config.hr_size, settings=DetectorSettings(min_face_size=60), max_images=args.faces)
+    faces = AlignedFaces.prepare(
+        str(args.data), base.config.hr_size, settings=DetectorSettings(min_face_size=60), max_images=args.faces
+    )
     pairs = ValidationPairs(faces, base.config.lr_size, DegradationConfig(), seed=0, size=args.faces)
     lr = torch.stack([pairs[i][0] for i in range(len(pairs))])
     hr = torch.stack([pairs[i][1] for i in range(len(pairs))])
@@ -49,7 +51,9 @@ def main() -> int:
     with torch.no_grad():
         ws = base.encode(lr)
     columns = [F.interpolate(lr[:8], size=hr.shape[-2:], mode="nearest")]
-    print(f"{len(hr)} faces of {args.data}; model {args.model or 'built-in'} (trained at {base.config.decoder.render_size} px)")
+    print(
+        f"{len(hr)} faces of {args.data}; model {args.model or 'built-in'} (trained at {base.config.decoder.render_size} px)"
+    )
     print("| render size | PSNR (dB) | LPIPS | s/face |\n|---:|---:|---:|---:|")
     for size in RENDER_SIZES:
         decoder = MobileStyleGANDecoder.from_weights_cache(dataclasses.replace(base.config.decoder, render_size=size))

@@ -21,4 +21,5 @@ def __getattr__(name: str) -> object:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'facetools_dapfsr' has no attribute {name!r}")
 
+
 __all__ = ["DAPFSR", "DAPFSRConfig", "EncoderConfig", "Enhanced", "FaceUpscaler", "StyleGAN2Config", "__version__"]

@@ -294,7 +294,9 @@ def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
         ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
         if hints[name] in (tuple[int, ...], tuple[float, ...]):
             items = (int,) if hints[name] == tuple[int, ...] else (int, float)
-            ok = isinstance(value, (list, tuple)) and all(isinstance(v, items) and not isinstance(v, bool) for v in value)
+            ok = isinstance(value, (list, tuple)) and all(
+                isinstance(v, items) and not isinstance(v, bool) for v in value
+            )
         if not ok:
             raise ValueError(f"{where} field {name!r} must be {_TYPE_NAMES[hints[name]]}, got {value!r}")
     return cls(**data)

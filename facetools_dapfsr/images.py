@@ -127,7 +127,9 @@ def read_image(
         raise ImageReadError(f"{path}: too many pixels for Pillow to open ({error})") from None
     except DECODE_ERRORS as error:
         raise ImageReadError(f"{path}: cannot read image ({type(error).__name__}: {error})") from None
-    return LoadedImage(image=image, mode=mode, exif_transposed=exif_transposed, frames=frames, grey_content=grey_content)
+    return LoadedImage(
+        image=image, mode=mode, exif_transposed=exif_transposed, frames=frames, grey_content=grey_content
+    )
 
 
 def complete_image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:

@@ -90,7 +90,7 @@ def read_checksums(path: Path) -> dict[str, str]:
         raise IntegrityError(f"{path}: not a valid checksums file ({error})") from error
     hashes = record.get("sha256") if isinstance(record, dict) else None
     if not isinstance(hashes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()):
-        raise IntegrityError(f"{path}: expected {{\"sha256\": {{file name: sha256}}}}")
+        raise IntegrityError(f'{path}: expected {{"sha256": {{file name: sha256}}}}')
     if record.get("format") != CHECKSUMS_FORMAT:
         raise IntegrityError(f"{path}: checksums format {record.get('format')!r} is not supported")
     return hashes

@@ -97,9 +97,7 @@ def perceptual_loss(x: torch.Tensor, y: torch.Tensor, vgg: VGGFeatures | None = 
     return sum((F.mse_loss(a, b) for a, b in zip(vgg(x), vgg(y), strict=True)), x.new_zeros(()))
 
 
-def feature_mean_std(
-    features: Sequence[torch.Tensor], eps: float = 1e-5
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def feature_mean_std(features: Sequence[torch.Tensor], eps: float = 1e-5) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-channel mean and standard deviation over positions, for each feature map.
 
     Used by the style loss of Eq. 9 (AdaIN statistics). ``eps`` is added to the variance so that

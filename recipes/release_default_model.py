@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--run", type=Path, help="output folder of the train_encoder.py run (default: keep the shipped weights)"
     )
-    parser.add_argument("--out", type=Path, default=default_model_path(), help="where to write (default: the package's)")
+    parser.add_argument(
+        "--out", type=Path, default=default_model_path(), help="where to write (default: the package's)"
+    )
     parser.add_argument(
         "--evaluation",
         type=Path,

@@ -79,7 +79,8 @@ class DecoderTrainingArguments(TrainingArguments):
     """Options of the decoder recipe (plus every shared training option)."""
 
     config: str = option(
-        "tiny", "Generator: a DAP-FSR preset (its decoder: tiny, paper), a StyleGAN2Config JSON or a DAP-FSR config JSON."
+        "tiny",
+        "Generator: a DAP-FSR preset (its decoder: tiny, paper), a StyleGAN2Config JSON or a DAP-FSR config JSON.",
     )
     learning_rate: float = option(0.0025, "Adam learning rate of G and D (StyleGAN2: 0.0025).")
     r1_gamma: float = option(1.0, "R1 weight (StyleGAN2 FFHQ-256: 1; larger for larger images).")
@@ -140,14 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     betas = (0.0, 0.99)
     optimizer_g = torch.optim.Adam(mapped.parameters(), lr=args.learning_rate, betas=betas, eps=1e-8)
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas, eps=1e-8)
-    mapped, discriminator, optimizer_g, optimizer_d = accelerator.prepare(mapped, discriminator, optimizer_g, optimizer_d)
+    mapped, discriminator, optimizer_g, optimizer_d = accelerator.prepare(
+        mapped, discriminator, optimizer_g, optimizer_d
+    )
     g_module = accelerator.unwrap_model(mapped)
     d_module = accelerator.unwrap_model(discriminator)
 
     accumulation = args.gradient_accumulation_steps
     state = TrainingState(
-        world_size=accelerator.num_processes, batch_size=args.batch_size,
-        gradient_accumulation_steps=accumulation, seed=args.seed,
+        world_size=accelerator.num_processes,
+        batch_size=args.batch_size,
+        gradient_accumulation_steps=accumulation,
+        seed=args.seed,
     )
     extra = {"generator_ema": generator_ema}
     resume_from = resolve_resume(args.resume, output_dir)
@@ -246,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.validation_every and (step % args.validation_every == 0 or step == args.max_steps):
             save_samples(step)
         if step == args.max_steps or (args.checkpoint_every and step % args.checkpoint_every == 0):
-            save_checkpoint(accelerator, output_dir, state, extra_modules=extra, total_limit=args.checkpoints_total_limit)
+            save_checkpoint(
+                accelerator, output_dir, state, extra_modules=extra, total_limit=args.checkpoints_total_limit
+            )
 
     broadcast_buffers(g_module, accelerator)
     broadcast_buffers(d_module, accelerator)
@@ -258,7 +265,11 @@ def main(argv: list[str] | None = None) -> int:
 
             api = HfApi()
             api.create_repo(args.push_to_hub, exist_ok=True)
-            commit = api.upload_folder(repo_id=args.push_to_hub, folder_path=str(folder), commit_message=f"StyleGAN2 decoder, step {state.step}")
+            commit = api.upload_folder(
+                repo_id=args.push_to_hub,
+                folder_path=str(folder),
+                commit_message=f"StyleGAN2 decoder, step {state.step}",
+            )
             reporter.message(f"pushed to {commit}")
     finish_run(
         accelerator,

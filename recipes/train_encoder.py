@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     canvas = lr_canvas(model, degradation)
     lr_size = model.config.lr_size
     augmentation = PairAugmentation(args.flip_probability, args.grey_probability)
-    train_pairs = DegradedPairs(faces, lr_size, degradation, args.seed, canvas, augmentation) if faces is not None else None
+    train_pairs = (
+        DegradedPairs(faces, lr_size, degradation, args.seed, canvas, augmentation) if faces is not None else None
+    )
     synthetic_pairs = None
     if args.synthetic_data:
         try:
@@ -236,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         module.eval()
         metrics = evaluate_pairs(upscale, validation_pairs, accelerator, lpips)
         if step == 0:
+
             def bicubic(lr: torch.Tensor) -> torch.Tensor:
                 size = model.config.hr_size
                 return F.interpolate(lr, size=(size, size), mode="bicubic", align_corners=False)
@@ -353,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         sample_indices=seen if args.record_samples else None,
     )
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -144,7 +144,11 @@ class Repository:
                 items.append({"type": "directory", "oid": oid, "size": 0, "path": name})
                 continue
             item: dict[str, Any] = {"type": "file", "oid": oid, "size": int(size), "path": name}
-            pointer = POINTER_PATTERN.match(self.git("cat-file", "blob", oid).stdout.decode(errors="replace")) if int(size) < 200 else None
+            pointer = (
+                POINTER_PATTERN.match(self.git("cat-file", "blob", oid).stdout.decode(errors="replace"))
+                if int(size) < 200
+                else None
+            )
             if pointer:
                 item["size"] = int(pointer.group(2))
                 item["lfs"] = {"oid": pointer.group(1), "size": int(pointer.group(2)), "pointerSize": int(size)}
@@ -279,7 +283,12 @@ class HubServer:
                 raise
             finally:
                 repository.git("checkout", "-q", "main", check=False)
-        return {"commitUrl": f"{base_url}/{repo_id}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None, "success": True}
+        return {
+            "commitUrl": f"{base_url}/{repo_id}/commit/{oid}",
+            "commitOid": oid,
+            "pullRequestUrl": None,
+            "success": True,
+        }
 
     def _apply(self, repository: Repository, line: dict[str, Any]) -> None:
         key, value = line.get("key"), line.get("value", {})

@@ -47,7 +47,11 @@ def workspace(tmp_path_factory, weights_cache):
     base = DAPFSR.from_pretrained(root / "base")
     vgg = VGGFeatures.from_weights_cache(progress=False)
     folders = {}
-    for name, colour, rank in (("warm", (0.9, 0.5, 0.2), 0), ("cold", (0.1, 0.3, 0.9), 0), ("thin", (0.5, 0.5, 0.5), 2)):
+    for name, colour, rank in (
+        ("warm", (0.9, 0.5, 0.2), 0),
+        ("cold", (0.1, 0.3, 0.9), 0),
+        ("thin", (0.5, 0.5, 0.5), 2),
+    ):
         exemplar = torch.tensor(colour).reshape(1, 3, 1, 1).expand(1, 3, 32, 32).clone()
         result = run_damma(base, exemplar, config=dataclasses.replace(ONE_STEP, rank=rank), vgg=vgg, progress=False)
         folders[name] = result.adapter.save(root / name)
@@ -121,7 +125,14 @@ def test_model_card_is_rendered_from_the_template(workspace) -> None:
     assert metadata["library_name"] == "facetools-dapfsr" and "damma" in metadata["tags"]
     assert "base_model" not in metadata  # a local path is not Hub metadata
     assert config["base_decoder"] == "stylegan2"
-    for section in ("## Training data", "## Evaluation protocol", "## Metrics", "## Intended use", "## Limitations", "## Licence"):
+    for section in (
+        "## Training data",
+        "## Evaluation protocol",
+        "## Metrics",
+        "## Intended use",
+        "## Limitations",
+        "## Licence",
+    ):
         assert section in card
     assert "dapfsr evaluate --target" in card and "native StyleGAN2" in card
 
@@ -202,7 +213,9 @@ def test_damma_on_a_model_with_an_active_adapter_starts_from_the_base(workspace,
     model = DAPFSR.from_pretrained(base_dir, adapter=folders["warm"])
     before = snapshot(model)
     exemplar = torch.full((1, 3, 32, 32), 0.5)
-    result = run_damma(model, exemplar, config=ONE_STEP, vgg=VGGFeatures.from_weights_cache(progress=False), progress=False)
+    result = run_damma(
+        model, exemplar, config=ONE_STEP, vgg=VGGFeatures.from_weights_cache(progress=False), progress=False
+    )
     assert same_state(before, model.state_dict()) and model.active_adapter == "default"
     model.add_adapter(result.adapter, "fresh")  # made for the same base: accepted
     assert model.active_adapter == "fresh"
@@ -316,24 +329,48 @@ def _foreign_parameter_adapter(folder: Path, target: Path) -> Path:
     ("make", "error", "message"),
     [
         (_other_base_adapter, AdapterError, r"made for another base model \(someone/else"),
-        (_wrong_shape_adapter, AdapterError, r"does not fit this model: shape mismatch: decoder.blocks.0.convs.0.affine.weight"),
+        (
+            _wrong_shape_adapter,
+            AdapterError,
+            r"does not fit this model: shape mismatch: decoder.blocks.0.convs.0.affine.weight",
+        ),
         (_wrong_geometry_adapter, AdapterError, r"model of another shape: num_ws 10 \(model: 8\)"),
         (_foreign_parameter_adapter, AdapterError, r"not modulation parameters of this model: encoder.ale.0.fc.weight"),
         (_tampered_adapter, AdapterError, r"does not match the sha256 recorded in adapter_config.json"),
         (_inconsistent_adapter, AdapterError, r"does not match its adapter_config.json: missing tensor"),
         (_future_adapter, AdapterError, r"format version 99 is not supported"),
-        (_non_finite_adapter, AdapterError, r"adapter_model.safetensors: NaN or infinite values in tensor\(s\) decoder\."),
-        (_listed_targets_adapter, AdapterError, r"adapter_config.json: target_parameters must map parameter names to shapes"),
+        (
+            _non_finite_adapter,
+            AdapterError,
+            r"adapter_model.safetensors: NaN or infinite values in tensor\(s\) decoder\.",
+        ),
+        (
+            _listed_targets_adapter,
+            AdapterError,
+            r"adapter_config.json: target_parameters must map parameter names to shapes",
+        ),
         (_scalar_shape_adapter, AdapterError, r"adapter_config.json: target_parameters\['.*'\] must be a shape"),
         (_null_base_hash_adapter, AdapterError, r"adapter_config.json: base_model_sha256 must be a string, got None"),
         (lambda folder, target: target, FileNotFoundError, r"no such model folder|has no adapter_config.json"),
     ],
     ids=[
-        "other-base", "wrong-shape", "wrong-geometry", "foreign-parameter", "tampered", "inconsistent", "future",
-        "non-finite", "listed-targets", "scalar-shape", "null-base-hash", "missing",
+        "other-base",
+        "wrong-shape",
+        "wrong-geometry",
+        "foreign-parameter",
+        "tampered",
+        "inconsistent",
+        "future",
+        "non-finite",
+        "listed-targets",
+        "scalar-shape",
+        "null-base-hash",
+        "missing",
     ],  # fmt: skip
 )
-def test_bad_adapters_are_refused_and_leave_the_model_unchanged(workspace, base_dir, tmp_path, make, error, message) -> None:
+def test_bad_adapters_are_refused_and_leave_the_model_unchanged(
+    workspace, base_dir, tmp_path, make, error, message
+) -> None:
     _, folders = workspace
     model = DAPFSR.from_pretrained(base_dir, adapter=folders["warm"], adapter_name="warm")
     before = snapshot(model)
@@ -462,7 +499,18 @@ def test_wheel_ships_the_card_templates_and_the_builtin_model(tmp_path) -> None:
     for name in ("facetools_dapfsr", "hub_cards"):
         shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -53,7 +53,9 @@ def test_aligned_crops_are_taken_as_they_are(aligned_folder) -> None:
     assert float(psnr(loaded, faces).mean()) > 40
 
 
-def test_evaluate_aligned_runs_the_full_protocol_without_a_detector(aligned_folder, model_dir, tmp_path, weights_cache) -> None:
+def test_evaluate_aligned_runs_the_full_protocol_without_a_detector(
+    aligned_folder, model_dir, tmp_path, weights_cache
+) -> None:
     folder, _ = aligned_folder
     out = tmp_path / "report"
     code = main(
@@ -72,7 +74,9 @@ def test_a_landmarks_file_gives_the_points_and_bad_files_are_named(celeba_domain
     images = celeba_domain.images[:3]
     csv = tmp_path / "points.csv"
     lines = ["name,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5"]
-    lines += [",".join([image.path.split("/")[-1], *(f"{v:.3f}" for p in image.landmarks for v in p)]) for image in images]
+    lines += [
+        ",".join([image.path.split("/")[-1], *(f"{v:.3f}" for p in image.landmarks for v in p)]) for image in images
+    ]
     csv.write_text("\n".join(lines) + "\n")
     given = read_landmarks(csv)
     assert sorted(given) == sorted(image.path.split("/")[-1] for image in images)
@@ -96,14 +100,21 @@ def test_adapt_aligned_needs_no_detector(aligned_folder, model_dir, tmp_path) ->
     # A flat grey square holds no face a detector could find: only --aligned makes it usable.
     exemplar = tmp_path / "grey.png"
     Image.new("RGB", (128, 128), (128, 128, 128)).save(exemplar)
-    assert main(["adapt", "--exemplar", str(exemplar), "--model", str(model_dir), "--out", str(tmp_path / "a0"), "--quiet"]) == 2
+    assert (
+        main(
+            ["adapt", "--exemplar", str(exemplar), "--model", str(model_dir), "--out", str(tmp_path / "a0"), "--quiet"]
+        )
+        == 2
+    )
     code = main(
         ["adapt", "--aligned", "--exemplar", str(folder / "face_00.png"), "--model", str(model_dir),
          "--out", str(tmp_path / "a1"), "--steps", "1", "--quiet"]
     )  # fmt: skip
     assert code == 0 and (tmp_path / "a1" / "adapter_model.safetensors").is_file()
     points = tmp_path / "points.json"
-    points.write_text(json.dumps({"face_00.png": [[25.1, 27.7], [101.9, 27.7], [63.5, 71.2], [30.9, 114.1], [96.1, 114.1]]}))
+    points.write_text(
+        json.dumps({"face_00.png": [[25.1, 27.7], [101.9, 27.7], [63.5, 71.2], [30.9, 114.1], [96.1, 114.1]]})
+    )
     code = main(
         ["adapt", "--landmarks", str(points), "--exemplar", str(folder / "face_00.png"), "--model", str(model_dir),
          "--out", str(tmp_path / "a2"), "--steps", "1", "--quiet"]
@@ -111,4 +122,19 @@ def test_adapt_aligned_needs_no_detector(aligned_folder, model_dir, tmp_path) ->
     assert code == 0
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"other.png": [[0, 0]] * 5}))
-    assert main(["adapt", "--landmarks", str(wrong), "--exemplar", str(folder / "face_00.png"), "--model", str(model_dir), "--out", str(tmp_path / "a3")]) == 2
+    assert (
+        main(
+            [
+                "adapt",
+                "--landmarks",
+                str(wrong),
+                "--exemplar",
+                str(folder / "face_00.png"),
+                "--model",
+                str(model_dir),
+                "--out",
+                str(tmp_path / "a3"),
+            ]
+        )
+        == 2
+    )

@@ -51,9 +51,11 @@ def test_realesrgan_super_resolves_a_real_photo_better_than_bicubic(rrdbnet, sha
     lpips = LPIPS.from_weights_cache("alex", progress=False)
     lpips_ours, lpips_bicubic = lpips(ours, truth).item(), lpips(bicubic, truth).item()
     sharp_ours, sharp_bicubic, sharp_truth = (float(sharpness(x)) for x in (ours, bicubic, truth))
-    print(f"LPIPS-alex {lpips_ours:.3f} vs bicubic {lpips_bicubic:.3f}; sharpness {sharp_ours:.4f} vs "
-          f"{sharp_bicubic:.4f} (original {sharp_truth:.4f}); PSNR {float(psnr(ours, truth)):.2f} vs "
-          f"{float(psnr(bicubic, truth)):.2f} dB")
+    print(
+        f"LPIPS-alex {lpips_ours:.3f} vs bicubic {lpips_bicubic:.3f}; sharpness {sharp_ours:.4f} vs "
+        f"{sharp_bicubic:.4f} (original {sharp_truth:.4f}); PSNR {float(psnr(ours, truth)):.2f} vs "
+        f"{float(psnr(bicubic, truth)):.2f} dB"
+    )
     assert lpips_ours < 0.7 * lpips_bicubic
     assert sharp_ours > 2 * sharp_bicubic and sharp_ours > 0.6 * sharp_truth
 
@@ -139,7 +141,9 @@ def test_cli_and_python_api_choose_the_background(monkeypatch, tmp_path):
     from facetools_dapfsr.cli import upscale
     from facetools_dapfsr.cli.main import build_parser
 
-    args = build_parser().parse_args(["upscale", "in.jpg", "-o", "out", "--background", "realesrgan", "--background-tile", "96"])
+    args = build_parser().parse_args(
+        ["upscale", "in.jpg", "-o", "out", "--background", "realesrgan", "--background-tile", "96"]
+    )
     seen = {}
 
     class Stop(Exception):

@@ -29,7 +29,13 @@ def saved(tmp_path):
 
 def test_round_trip_gives_identical_output(saved) -> None:
     model, folder = saved
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "checksums.json", "config.json", "model.safetensors", "model_card.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "checksums.json",
+        "config.json",
+        "model.safetensors",
+        "model_card.json",
+    ]
     loaded = DAPFSR.from_pretrained(folder)
     assert not loaded.training
     assert loaded.config == model.config
@@ -165,7 +171,9 @@ def test_a_mistyped_name_with_the_hub_unreachable_fails_at_once(tmp_path) -> Non
         assert message.startswith(f"no such local folder: my-modle, and the Hub ({endpoint}) cannot be reached")
         assert reason in message
         # (huggingface_hub also asks once for its /api/agent-harnesses list, for its user agent)
-        assert [line for line in requests if "/my-modle/" in line] == ["HEAD /my-modle/resolve/main/config.json HTTP/1.1"]
+        assert [line for line in requests if "/my-modle/" in line] == [
+            "HEAD /my-modle/resolve/main/config.json HTTP/1.1"
+        ]
 
 
 def test_cli_help_and_version() -> None:

@@ -179,7 +179,9 @@ def _dapfsr(*args: str, env_cache) -> subprocess.CompletedProcess:
 
     env = {**os.environ, "DAPFSR_CACHE": str(env_cache)}
     code = "import sys; from facetools_dapfsr.cli.main import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
 
 
 def test_cli_adapt_writes_an_adapter_the_model_loads(tmp_path, model, yaleb_photo, weights_cache) -> None:
@@ -202,7 +204,9 @@ def test_cli_adapt_reports_bad_exemplars_in_one_line(tmp_path, model, weights_ca
     base = model.save_pretrained(tmp_path / "base")
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 truncated")
-    done = _dapfsr("adapt", "--exemplar", str(broken), "--model", str(base), "--out", str(tmp_path / "o"), env_cache=weights_cache)
+    done = _dapfsr(
+        "adapt", "--exemplar", str(broken), "--model", str(base), "--out", str(tmp_path / "o"), env_cache=weights_cache
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("dapfsr: error: cannot read the exemplar") and "Traceback" not in done.stderr
     assert not (tmp_path / "o").exists()
@@ -238,11 +242,17 @@ def test_grey_targets_follow_the_exemplar_unless_set(model, exemplar, vgg) -> No
 
 
 def test_snapshots_are_the_adapter_as_it_was_after_those_steps(model, exemplar, vgg) -> None:
-    result = run_damma(model, exemplar, config=DAMMAConfig(**FAST, tolerance=-1), vgg=vgg, progress=False, snapshot_steps=(1, 3))
+    result = run_damma(
+        model, exemplar, config=DAMMAConfig(**FAST, tolerance=-1), vgg=vgg, progress=False, snapshot_steps=(1, 3)
+    )
     assert sorted(result.snapshots) == [1, 3]
     last, first = result.snapshots[3].tensors, result.snapshots[1].tensors
     assert all(torch.equal(last[name], value) for name, value in result.adapter.tensors.items())
-    changed = [name for name in first if name not in (ALPHA_KEY, EXEMPLAR_CODE_KEY) and not torch.equal(first[name], last[name])]
+    changed = [
+        name
+        for name in first
+        if name not in (ALPHA_KEY, EXEMPLAR_CODE_KEY) and not torch.equal(first[name], last[name])
+    ]
     assert changed  # two more steps moved the modulation tensors
 
 

@@ -89,7 +89,17 @@ def test_default_beats_bicubic_on_held_out_celeba_faces(builtin, data_dir) -> No
 def test_upscale_without_model_uses_the_builtin_one(builtin, tmp_path, capsys) -> None:
     out = tmp_path / "astronaut_x4.png"
     report = tmp_path / "report.json"
-    status = main(["upscale", str(REPO_ROOT / "examples" / "astronaut.png"), "-o", str(out), "--report", str(report), "--no-progress"])
+    status = main(
+        [
+            "upscale",
+            str(REPO_ROOT / "examples" / "astronaut.png"),
+            "-o",
+            str(out),
+            "--report",
+            str(report),
+            "--no-progress",
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     assert Image.open(out).size == (512, 512)
     (record,) = json.loads(report.read_text())["images"]
@@ -101,7 +111,15 @@ def test_save_pretrained_renders_the_card_and_keeps_its_facts(tmp_path) -> None:
     model.card_info = ModelCardInfo(
         training_data="forty faces",
         training_command="python recipes/train_encoder.py --max-steps 3",
-        metrics=[{"benchmark": "toy", "method": "DAP-FSR", "psnr": 21.5, "lpips": 0.25, "command": "dapfsr evaluate --target toy"}],
+        metrics=[
+            {
+                "benchmark": "toy",
+                "method": "DAP-FSR",
+                "psnr": 21.5,
+                "lpips": 0.25,
+                "command": "dapfsr evaluate --target toy",
+            }
+        ],
     )
     folder = model.save_pretrained(tmp_path / "m", dtype=torch.float16)
     card = (folder / "README.md").read_text()
@@ -135,7 +153,9 @@ def test_learning_rate_schedule() -> None:
 def test_a_continued_run_card_lists_both_stages() -> None:
     from facetools_dapfsr.training.model_card import chained_card_info
 
-    earlier = ModelCardInfo(training_data="A", training_procedure="P1", training_command="python recipes/train_encoder.py --x 1")
+    earlier = ModelCardInfo(
+        training_data="A", training_procedure="P1", training_command="python recipes/train_encoder.py --x 1"
+    )
     later = ModelCardInfo(
         training_data="B", training_procedure="P2", training_command="python recipes/train_encoder.py --init-from default",
         trained_on_celeba=True,

@@ -84,7 +84,9 @@ def _dapfsr(*args: str, cache) -> subprocess.CompletedProcess:
 
     env = {**os.environ, "DAPFSR_CACHE": str(cache)}
     code = "import sys; from facetools_dapfsr.cli.main import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
 
 
 def test_adapt_on_an_inverted_face_runs_with_the_fallbacks_and_says_why_not_without(

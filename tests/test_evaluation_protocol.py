@@ -82,7 +82,9 @@ def test_yaleb_landmarks_per_image_are_an_option(yaleb_subset: Path, yaleb: Doma
     # Every other image gets its own points, near the subject's (Yale B is pixel-registered).
     assert len({item.landmarks for item in per_image.images}) > len(found_subjects)
     assert np.median(errors) < 12
-    assert [i.path for i in per_image.images] == [i.path for i in yaleb.images if i.path in {j.path for j in per_image.images}]
+    assert [i.path for i in per_image.images] == [
+        i.path for i in yaleb.images if i.path in {j.path for j in per_image.images}
+    ]
     with pytest.raises(ValueError, match="yaleb_landmarks"):
         ProtocolConfig(yaleb_landmarks="pixel")
 

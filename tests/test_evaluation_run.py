@@ -135,6 +135,7 @@ def test_adain_style_transfer_and_constrained_finetuning(model: DAPFSR, exemplar
     content = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     stylised = transfer(content, exemplar.hr)
     assert stylised.shape == (2, 3, 32, 32)
+
     # the style transfer moves the colour statistics towards the grey exemplar's
     def spread(x: torch.Tensor) -> float:
         return (x - x.mean(1, keepdim=True)).abs().mean().item()
@@ -234,6 +235,8 @@ def test_evaluate_cli(model_dir: Path, yaleb_subset: Path, weights_cache: Path, 
     assert data["model"]["id"] == str(model_dir)
     assert (out / "grid.png").is_file()
     # adain without source faces: one clear error line
-    code = main(["evaluate", "--target", str(yaleb_subset), "--model", str(model_dir), "--out", str(out), "--methods", "adain"])
+    code = main(
+        ["evaluate", "--target", str(yaleb_subset), "--model", str(model_dir), "--out", str(out), "--methods", "adain"]
+    )
     assert code == 2
     assert "--source" in capsys.readouterr().err

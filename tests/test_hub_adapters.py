@@ -81,7 +81,9 @@ def olah(tmp_path_factory, hub, pushed):
     if executable is None:
         pytest.skip("olah-cli not found")
     log = (folder / "olah.log").open("w")
-    process = subprocess.Popen([executable, "-c", str(folder / "olah.toml")], cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [executable, "-c", str(folder / "olah.toml")], cwd=folder, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -141,7 +143,14 @@ print(json.dumps({"v1": v1.oid, "v2": v2.oid, "v1_url": str(v1), "base": base_co
 
 @pytest.fixture(scope="module")
 def pushed(hub, local, tmp_path_factory) -> dict:
-    args = {"base": local["base"], "v1": local["v1"], "v2": local["v2"], "repo": ADAPTER_REPO, "tampered": TAMPERED_REPO, "base_repo": BASE_REPO}
+    args = {
+        "base": local["base"],
+        "v1": local["v1"],
+        "v2": local["v2"],
+        "repo": ADAPTER_REPO,
+        "tampered": TAMPERED_REPO,
+        "base_repo": BASE_REPO,
+    }
     return run_client(PUSH, args, hub.url, tmp_path_factory.mktemp("hf-push"))
 
 
@@ -154,7 +163,10 @@ def test_push_creates_commits_with_lfs_weights(hub, local, pushed) -> None:
     assert {"README.md", "adapter_config.json", "adapter_model.safetensors"} <= set(files)
     weights = files["adapter_model.safetensors"]
     assert weights["lfs"]["oid"] == sha256_file(local["v1"] / "adapter_model.safetensors")
-    assert repository.lfs_path(weights["lfs"]["oid"]).read_bytes() == (local["v1"] / "adapter_model.safetensors").read_bytes()
+    assert (
+        repository.lfs_path(weights["lfs"]["oid"]).read_bytes()
+        == (local["v1"] / "adapter_model.safetensors").read_bytes()
+    )
     assert "lfs" not in files["adapter_config.json"]
     # the client went through the Hub's upload protocol, not a shortcut
     assert ("POST", "/api/repos/create") in hub.requests
@@ -266,7 +278,9 @@ def test_cached_adapter_is_reused_offline(local, pushed, pulled) -> None:
     # Without HF_HUB_OFFLINE the Hub is tried once, found unreachable, and the cache serves alone.
     report = run_client(OFFLINE, args, dead, pulled["hf_home"])
     assert torch.equal(torch.tensor(report["v1"]).reshape(2, 3, 32, 32), expected_outputs(local)["v1"])
-    assert report["error"].startswith(f"no such local folder: faces/never-downloaded, and the Hub ({dead}) cannot be reached")
+    assert report["error"].startswith(
+        f"no such local folder: faces/never-downloaded, and the Hub ({dead}) cannot be reached"
+    )
 
 
 def test_cli_adapt_pushes_the_adapter(hub, local, data_dir, weights_cache, tmp_path) -> None:

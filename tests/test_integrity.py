@@ -77,8 +77,10 @@ def test_an_unreadable_checksums_file_is_named(saved) -> None:
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_weights_are_refused_naming_file_and_tensor(saved, bad: float) -> None:
     model, folder = saved
-    name = "encoder.head.bias" if "encoder.head.bias" in model.state_dict() else next(
-        n for n, t in model.state_dict().items() if n.startswith("encoder.") and t.is_floating_point()
+    name = (
+        "encoder.head.bias"
+        if "encoder.head.bias" in model.state_dict()
+        else next(n for n, t in model.state_dict().items() if n.startswith("encoder.") and t.is_floating_point())
     )
     tensors = load_file(str(folder / "model.safetensors"))
     tensors[name] = tensors[name].clone().fill_(bad)

@@ -107,7 +107,12 @@ def test_vgg_feature_shapes_and_losses(vgg: VGGFeatures) -> None:
     torch.manual_seed(0)
     x = torch.rand(2, 3, 128, 128)
     features = vgg(x)
-    assert [tuple(f.shape) for f in features] == [(2, 64, 128, 128), (2, 128, 64, 64), (2, 256, 32, 32), (2, 512, 16, 16)]
+    assert [tuple(f.shape) for f in features] == [
+        (2, 64, 128, 128),
+        (2, 128, 64, 64),
+        (2, 256, 32, 32),
+        (2, 512, 16, 16),
+    ]
     assert all(not p.requires_grad for p in vgg.parameters())
     assert perceptual_loss(x, x, vgg).item() == 0.0
     y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1).requires_grad_(True)
@@ -201,7 +206,9 @@ SAME_PEOPLE = (
 )
 
 
-def test_identity_descriptor_tells_people_apart_on_template_crops(data_dir: Path, weights_cache: Path, tmp_path: Path) -> None:
+def test_identity_descriptor_tells_people_apart_on_template_crops(
+    data_dir: Path, weights_cache: Path, tmp_path: Path
+) -> None:
     pytest.importorskip("dlib", reason="the identity extra (dlib-bin) is not installed")
     from facetools_dapfsr.data.faces import AlignedFaces
     from facetools_dapfsr.metrics.identity import SAME_PERSON_THRESHOLD, IdentityDescriptor

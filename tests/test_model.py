@@ -222,7 +222,9 @@ def test_upsampling_modulated_conv_matches_the_grouped_reference() -> None:
     w = w * torch.rsqrt(w.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
     # per-sample grouped transposed convolution (StyleGAN2's reference form), then the blur
     # conv_transpose2d wants [in, out / groups, k, k]: per sample, in = cin and out = cout
-    grouped = F.conv_transpose2d(x.reshape(1, -1, 5, 5), w.transpose(1, 2).reshape(-1, cout, 3, 3), stride=2, groups=batch)
+    grouped = F.conv_transpose2d(
+        x.reshape(1, -1, 5, 5), w.transpose(1, 2).reshape(-1, cout, 3, 3), stride=2, groups=batch
+    )
     expected = upsample_blur(grouped.reshape(batch, cout, 11, 11))
     result = modulated_conv2d(x, weight, styles, demodulate=True, up=True)
     assert result.shape == (batch, cout, 10, 10)

@@ -130,7 +130,9 @@ def test_upscale_mixed_album(album, model_dir, tmp_path, group_photo, capsys):
 
 
 def test_missing_model_folder_is_a_clear_error(album, tmp_path, capsys):
-    status = main(["upscale", str(album / "colour.jpg"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "nope")])
+    status = main(
+        ["upscale", str(album / "colour.jpg"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "nope")]
+    )
     assert status == 2
     assert "no such model folder" in capsys.readouterr().err
 
@@ -179,14 +181,18 @@ def test_outputs_are_checked_before_the_work_and_never_overwrite_an_input(album,
     source = album / "colour.jpg"
     before = source.read_bytes()
     out = tmp_path / "out"
-    status = main(["upscale", str(source), "-o", str(out), "--report", str(source), "--model", str(model_dir), "--no-progress"])
+    status = main(
+        ["upscale", str(source), "-o", str(out), "--report", str(source), "--model", str(model_dir), "--no-progress"]
+    )
     assert status == 2
     assert "is one of the input photos" in capsys.readouterr().err
     assert source.read_bytes() == before
     assert not out.exists()  # refused before any photo ran
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    status = main(["upscale", str(source), "-o", str(out), "--report", str(blocker / "r.json"), "--model", str(model_dir)])
+    status = main(
+        ["upscale", str(source), "-o", str(out), "--report", str(blocker / "r.json"), "--model", str(model_dir)]
+    )
     assert status == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert not out.exists()
@@ -201,7 +207,9 @@ def test_outputs_are_checked_before_the_work_and_never_overwrite_an_input(album,
         assert message in capsys.readouterr().err
         assert not out.exists()
     # An -o that cannot be created is refused before any photo runs, too.
-    status = main(["upscale", str(source), str(album / "grey.png"), "-o", str(blocker / "out"), "--model", str(model_dir)])
+    status = main(
+        ["upscale", str(source), str(album / "grey.png"), "-o", str(blocker / "out"), "--model", str(model_dir)]
+    )
     assert status == 2
     assert "-o: " in capsys.readouterr().err
 
@@ -354,8 +362,23 @@ def test_aligned_crops_run_without_a_detector(data_dir, tmp_path, capsys):
 
     def upscale(*extra: str) -> dict:
         report = tmp_path / "report.json"
-        main(["upscale", str(lr_path), str(wide), "-o", str(tmp_path / "out"), "--scale", "8",
-              "--device", "cpu", "--no-progress", "--report", str(report), *extra])
+        main(
+            [
+                "upscale",
+                str(lr_path),
+                str(wide),
+                "-o",
+                str(tmp_path / "out"),
+                "--scale",
+                "8",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--report",
+                str(report),
+                *extra,
+            ]
+        )
         return {Path(r["input"]).name: r for r in json.loads(report.read_text())["images"]}
 
     records = upscale("--aligned")
@@ -381,8 +404,22 @@ def test_grey_pictures_stay_grey_unless_asked(group_photo, model_dir, tmp_path):
     for keep, expected in (("--keep-grey", "L"), ("--no-keep-grey", "RGB")):
         out, faces, report = tmp_path / f"out{keep}", tmp_path / f"faces{keep}", tmp_path / f"report{keep}.json"
         status = main(
-            ["upscale", str(source), "-o", str(out), "--model", str(model_dir), "--scale", "2", keep,
-             "--save-faces", str(faces), "--report", str(report), "--no-progress"]
+            [
+                "upscale",
+                str(source),
+                "-o",
+                str(out),
+                "--model",
+                str(model_dir),
+                "--scale",
+                "2",
+                keep,
+                "--save-faces",
+                str(faces),
+                "--report",
+                str(report),
+                "--no-progress",
+            ]
         )
         assert status == 0
         records = {Path(r["input"]).name: r for r in json.loads(report.read_text())["images"]}
@@ -434,8 +471,23 @@ def test_sixteen_bit_grey_photos_stay_sixteen_bit_where_the_format_holds_it(grou
 
     def upscale(output: str, *inputs: str) -> dict[str, dict]:
         report = tmp_path / f"{output}.json"
-        status = main(["upscale", *inputs, "-o", str(tmp_path / output), "--model", str(model_dir), "--scale", "2",
-                       "--save-faces", str(tmp_path / f"{output}-faces"), "--report", str(report), "--no-progress"])
+        status = main(
+            [
+                "upscale",
+                *inputs,
+                "-o",
+                str(tmp_path / output),
+                "--model",
+                str(model_dir),
+                "--scale",
+                "2",
+                "--save-faces",
+                str(tmp_path / f"{output}-faces"),
+                "--report",
+                str(report),
+                "--no-progress",
+            ]
+        )
         assert status == 0
         return {Path(r["input"]).name: r for r in json.loads(report.read_text())["images"]}
 
@@ -453,9 +505,11 @@ def test_sixteen_bit_grey_photos_stay_sixteen_bit_where_the_format_holds_it(grou
         away = away_from_faces(record["faces"], 2, pixels.shape)
         assert 0.3 < float(away.mean()) < 1
         difference = np.abs(pixels.astype(int) - plain.astype(int))
-        print(f"{fmt}: {written.mode}, max |output - 16-bit resampling| away from the faces {difference[away].max()}, "
-              f"{float(np.mean(pixels % 257 != 0)):.3f} of pixels off the 8-bit levels, {float(away.mean()):.2f} "
-              f"of the photo away from the faces")
+        print(
+            f"{fmt}: {written.mode}, max |output - 16-bit resampling| away from the faces {difference[away].max()}, "
+            f"{float(np.mean(pixels % 257 != 0)):.3f} of pixels off the 8-bit levels, {float(away.mean()):.2f} "
+            f"of the photo away from the faces"
+        )
         assert int(difference[away].max()) == 0
         for face in record["faces"]:
             assert Image.open(face["lr_file"]).mode == "I;16"
@@ -469,8 +523,26 @@ def test_sixteen_bit_grey_photos_stay_sixteen_bit_where_the_format_holds_it(grou
 
     jpeg_out = tmp_path / "deep.jpg"
     report = tmp_path / "jpeg.json"
-    assert main(["upscale", str(source / "deep.png"), "-o", str(jpeg_out), "--model", str(model_dir), "--scale", "2",
-                 "--save-faces", str(tmp_path / "jpeg-faces"), "--report", str(report), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "upscale",
+                str(source / "deep.png"),
+                "-o",
+                str(jpeg_out),
+                "--model",
+                str(model_dir),
+                "--scale",
+                "2",
+                "--save-faces",
+                str(tmp_path / "jpeg-faces"),
+                "--report",
+                str(report),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     record = json.loads(report.read_text())["images"][0]
     warning = "16-bit grey written at 8 bits: JPEG holds 8 bits (write .png or .tif to keep 16)"
     assert record["bit_depth"] == 8 and record["warnings"] == [warning]

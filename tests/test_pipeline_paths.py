@@ -75,8 +75,9 @@ def test_a_large_face_stays_as_good_as_plain_resampling(data_dir, upscaler):
     assert all(a >= b - 0.5 for a, b in zip(ours, plain, strict=True)), (ours, plain)
 
     # Forced through the model (no size limit), the consistency step still keeps them close.
-    forced = FaceUpscaler.from_pretrained(upscaler.pipeline.super_resolver.impl.model, device="cpu",
-                                          paths=PathOptions(max_face_size=1e6))
+    forced = FaceUpscaler.from_pretrained(
+        upscaler.pipeline.super_resolver.impl.model, device="cpu", paths=PathOptions(max_face_size=1e6)
+    )
     forced_result = forced.enhance(image, scale=2).result
     assert all(face.path in (SUPER_RESOLVED, NOT_SHARPER) for face in forced_result.faces)
     forced_scores = face_region_psnr(forced_result, truth, forced_result.composite)
@@ -205,9 +206,25 @@ def test_cli_options_reach_the_report(data_dir, weights_cache, tmp_path):
     image = Image.open(data_dir / "photos" / "t1.jpg")
     image.resize((image.width // 8, image.height // 8), Image.LANCZOS).save(tmp_path / "t1.png")
     report = tmp_path / "report.json"
-    code = main(["upscale", str(tmp_path / "t1.png"), "-o", str(tmp_path / "out.png"), "--device", "cpu",
-                 "--faces", "0,2", "--max-face-size", "12", "--fidelity", "0.8", "--report", str(report),
-                 "--no-progress"])
+    code = main(
+        [
+            "upscale",
+            str(tmp_path / "t1.png"),
+            "-o",
+            str(tmp_path / "out.png"),
+            "--device",
+            "cpu",
+            "--faces",
+            "0,2",
+            "--max-face-size",
+            "12",
+            "--fidelity",
+            "0.8",
+            "--report",
+            str(report),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     record = json.loads(report.read_text())
     faces = record["images"][0]["faces"]
@@ -230,4 +247,5 @@ def test_paste_geometry_matches_render_size(data_dir, upscaler):
         k = face.sr_face.shape[-1] / face.lr_face.shape[-1]
         # One restored pixel spans output_scale / k output pixels.
         assert np.sqrt(abs(np.linalg.det(matrix[:, :2]))) == pytest.approx(
-            face.input_side / face.lr_face.shape[-1] * 16 / k, rel=1e-6)
+            face.input_side / face.lr_face.shape[-1] * 16 / k, rel=1e-6
+        )

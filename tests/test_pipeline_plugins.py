@@ -236,7 +236,11 @@ def test_stages_of_the_8_bit_contract_keep_working_on_a_16_bit_photo():
     manager = make_plugin_manager(autoload=False, plugins=[Plugin()])
     image = photo(40, 48)
     config = PipelineConfig(
-        detector="fixed-face", super_resolver="bicubic", background="nearest", scale=2, paths=PathOptions(replace="always")
+        detector="fixed-face",
+        super_resolver="bicubic",
+        background="nearest",
+        scale=2,
+        paths=PathOptions(replace="always"),
     )
     pipeline = FacePipeline.from_config(config, manager)
     assert pipeline.bit_depths == (8, 16)
@@ -350,8 +354,18 @@ def test_installed_plugin_stages_run_on_a_16_bit_grey_photo(installed_test_plugi
     values = (photo(60, 80)[0].numpy() * 65535).round().astype(np.uint16)
     Image.fromarray(values).save(image)
     done = run_cli(
-        [str(image), "-o", str(tmp_path / "out"), "--detector", "centre-face", "--super-resolver", "flat-grey",
-         "--scale", "2", "--no-progress"],
+        [
+            str(image),
+            "-o",
+            str(tmp_path / "out"),
+            "--detector",
+            "centre-face",
+            "--super-resolver",
+            "flat-grey",
+            "--scale",
+            "2",
+            "--no-progress",
+        ],
         installed_test_plugin,
     )
     assert done.returncode == 0, done.stderr

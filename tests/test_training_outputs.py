@@ -98,7 +98,9 @@ def test_train_encoder_refuses_an_output_dir_holding_an_input(
     assert _snapshot(tmp_path) == before  # nothing written, not even training_args.json
 
 
-def test_train_encoder_refuses_an_output_dir_under_a_file(encoder_recipe, inputs, tmp_path, monkeypatch, capsys) -> None:
+def test_train_encoder_refuses_an_output_dir_under_a_file(
+    encoder_recipe, inputs, tmp_path, monkeypatch, capsys
+) -> None:
     monkeypatch.setattr(encoder_recipe, "create_accelerator", _must_not_run)
     blocker = tmp_path / "blocker"
     blocker.write_text("a file")

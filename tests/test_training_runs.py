@@ -82,7 +82,16 @@ def _free_port() -> int:
 
 
 def _accelerate(*args: str) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--dynamo_backend", "no", "--mixed_precision", "no", *args]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--dynamo_backend",
+        "no",
+        "--mixed_precision",
+        "no",
+        *args,
+    ]
 
 
 def _common(faces_dir: Path, landmarks: Path, output: Path, *extra: str) -> list[str]:
@@ -96,7 +105,9 @@ def _common(faces_dir: Path, landmarks: Path, output: Path, *extra: str) -> list
 def _run(command: list[str], env: dict[str, str], expect_ok: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     if expect_ok and result.returncode != 0:
-        pytest.fail(f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-6000:]}")
+        pytest.fail(
+            f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-6000:]}"
+        )
     return result
 
 
@@ -157,7 +168,11 @@ def test_two_machines_on_loopback(faces_dir, landmarks, run_env, tmp_path) -> No
             ENCODER,
             *_common(faces_dir, landmarks, output, "--max-steps", "3", "--record-samples", "--validation-size", "0"),
         )  # fmt: skip
-        machines.append(subprocess.Popen(command, env=run_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        machines.append(
+            subprocess.Popen(
+                command, env=run_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     for machine in machines:
         out, _ = machine.communicate(timeout=TIMEOUT)
         assert machine.returncode == 0, out[-5000:]
@@ -184,13 +199,18 @@ def test_killed_run_resumes_to_the_uninterrupted_result(faces_dir, landmarks, ru
     victim.wait(timeout=60)
     assert not (output / "model").exists(), "the run finished before it could be killed"
 
-    resumed = _run([sys.executable, ENCODER, *_common(faces_dir, landmarks, output, *args, "--resume", "latest")], run_env)
+    resumed = _run(
+        [sys.executable, ENCODER, *_common(faces_dir, landmarks, output, *args, "--resume", "latest")], run_env
+    )
     assert "resumed from" in resumed.stderr
     expected, got = _summaries(reference, 1)[0], _summaries(output, 1)[0]
     assert got["step"] == expected["step"] == int(steps)
     assert got["samples_seen"] == expected["samples_seen"]
     assert got["encoder_sha256"] == expected["encoder_sha256"]
-    a, b = load_file(str(reference / "model" / "model.safetensors")), load_file(str(output / "model" / "model.safetensors"))
+    a, b = (
+        load_file(str(reference / "model" / "model.safetensors")),
+        load_file(str(output / "model" / "model.safetensors")),
+    )
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
 
 
@@ -240,7 +260,9 @@ DEEPSPEED_CONFIG = "recipes/configs/deepspeed_zero2.yaml"
 ZERO_SHARD = "pytorch_model/zero_pp_rank_0_mp_rank_00_optim_states.pt"
 
 
-def _deepspeed_run(faces_dir: Path, landmarks: Path, output: Path, env: dict[str, str], *extra: str, expect_ok: bool = True):
+def _deepspeed_run(
+    faces_dir: Path, landmarks: Path, output: Path, env: dict[str, str], *extra: str, expect_ok: bool = True
+):
     """The encoder recipe under the shipped ZeRO-2 config, one process: on a machine without GPU
     DeepSpeed picks its CPU accelerator (several CPU processes would train separate models)."""
     pytest.importorskip("deepspeed")
@@ -279,7 +301,9 @@ def test_a_deepspeed_run_resumes_to_the_uninterrupted_result(deepspeed_runs) -> 
     # A DeepSpeed checkpoint (ZeRO-2 shards), recorded like any other; reading its settings
     # unpickles it, as resuming does: this run wrote it.
     assert ZERO_SHARD in json.loads((checkpoint / "training_state.json").read_text())["files_sha256"]
-    states = torch.load(checkpoint / "pytorch_model" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    states = torch.load(
+        checkpoint / "pytorch_model" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
+    )
     assert states["ds_config"]["zero_optimization"]["stage"] == 2
 
 
@@ -303,7 +327,9 @@ def test_a_changed_deepspeed_checkpoint_is_refused_before_it_is_unpickled(
     shard = output / "checkpoints" / "step_00000002" / ZERO_SHARD
     marker = tmp_path / "unpickled"
     torch.save({"optimizer_state_dict": _Unpickled(marker)}, shard)  # the run's record still holds the old hash
-    result = _deepspeed_run(faces_dir, landmarks, output, run_env, "--max-steps", "4", "--resume", "latest", expect_ok=False)
+    result = _deepspeed_run(
+        faces_dir, landmarks, output, run_env, "--max-steps", "4", "--resume", "latest", expect_ok=False
+    )
     assert result.returncode != 0
     assert f"{shard}: sha256 " in result.stderr and "does not match the recorded" in result.stderr
     assert not marker.exists()  # refused before DeepSpeed read the shard

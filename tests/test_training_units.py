@@ -93,7 +93,11 @@ def test_options_parse_and_round_trip_through_json(tmp_path) -> None:
         ["--data", "faces/", "--max-steps", "5", "--batch-size", "2", "--mixed-precision", "bf16", "--record-samples"],
     )
     assert (args.data, args.max_steps, args.batch_size, args.mixed_precision, args.record_samples) == (
-        "faces/", 5, 2, "bf16", True,
+        "faces/",
+        5,
+        2,
+        "bf16",
+        True,
     )
     path = tmp_path / "args.json"
     path.write_text(args.to_json_string())
@@ -107,8 +111,17 @@ def test_invalid_options_exit_with_a_message(capsys) -> None:
     with pytest.raises(SystemExit):
         parse_arguments(TrainingArguments, ["--mixed-precision", "fp8"])
     help_text = build_parser(TrainingArguments).format_help()
-    for flag in ("--data", "--max-steps", "--batch-size", "--gradient-accumulation-steps", "--mixed-precision",
-                 "--output-dir", "--checkpoint-every", "--resume", "--push-to-hub"):
+    for flag in (
+        "--data",
+        "--max-steps",
+        "--batch-size",
+        "--gradient-accumulation-steps",
+        "--mixed-precision",
+        "--output-dir",
+        "--checkpoint-every",
+        "--resume",
+        "--push-to-hub",
+    ):
         assert flag in help_text
 
 
@@ -227,7 +240,11 @@ def test_deepspeed_configs_pass_deepspeeds_own_parser(path: Path, precision: str
     from deepspeed.runtime.config import DeepSpeedConfig  # in the test extra
 
     filled = fill_deepspeed_auto(
-        json.loads(path.read_text()), batch_size=4, gradient_accumulation_steps=2, world_size=1, mixed_precision=precision
+        json.loads(path.read_text()),
+        batch_size=4,
+        gradient_accumulation_steps=2,
+        world_size=1,
+        mixed_precision=precision,
     )
     parsed = DeepSpeedConfig(filled)
     assert parsed.train_batch_size == 8

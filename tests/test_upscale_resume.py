@@ -123,7 +123,9 @@ def test_a_photo_whose_output_is_over_budget_fails_alone_before_any_work(photos,
     # it (a 40x48 photo at --scale 2 is 7680 output pixels; 200x100 is 80,000).
     Image.new("RGB", (200, 100)).save(photos / "big.png")
     report = tmp_path / "report.json"
-    status = upscale(photos, "-o", tmp_path / "out", "--model", model_dir, "--max-output-megapixels", "0.05", "--report", report)
+    status = upscale(
+        photos, "-o", tmp_path / "out", "--model", model_dir, "--max-output-megapixels", "0.05", "--report", report
+    )
     assert status == 1
     err = capsys.readouterr().err
     assert "big.png: 200x100 at scale 2 makes a 400x200 output (0.08 MP), over the output budget of 0.05 MP" in err

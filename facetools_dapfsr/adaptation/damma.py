@@ -225,9 +225,7 @@ def run_damma(
                 with torch.no_grad():
                     source_features = vgg(decoder.synthesis(w_s))
                 mixed_features = vgg(mixed)
-                content = torch.stack(
-                    [F.mse_loss(mixed_features[i], source_features[i]) for i in content_index]
-                ).sum()
+                content = torch.stack([F.mse_loss(mixed_features[i], source_features[i]) for i in content_index]).sum()
                 style = style_loss(_select(mixed_features, style_index), exemplar_style)
                 alpha_loss = config.content_weight * content + config.style_weight * style
                 alpha_optimizer.zero_grad(set_to_none=True)

@@ -105,7 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="One-shot domain adaptation (DAMMA): learns the decoder's modulation parameters for the "
         "imaging domain of one high-resolution exemplar and writes them as an adapter folder.",
     )
-    parser.add_argument("--exemplar", required=True, metavar="HR_IMAGE", help="photo with one face of the target domain")
+    parser.add_argument(
+        "--exemplar", required=True, metavar="HR_IMAGE", help="photo with one face of the target domain"
+    )
     parser.add_argument(
         "--exemplar-lr",
         metavar="LR_IMAGE",

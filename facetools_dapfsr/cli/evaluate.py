@@ -77,9 +77,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             fallbacks=protocol.detector_fallbacks,
         )
         source_faces = source.sample_faces(args.source_images, model.config.hr_size, args.seed)
-    methods = build_methods(
-        names, pulse=pulse, finetune=finetune, adain=adain, damma=damma, source_faces=source_faces
-    )
+    methods = build_methods(names, pulse=pulse, finetune=finetune, adain=adain, damma=damma, source_faces=source_faces)
     target = Domain.from_folder(
         args.target,
         show_progress=not args.quiet,

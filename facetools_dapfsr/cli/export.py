@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"onnxruntime vs PyTorch on 4 random LR faces: max |difference| {difference:.2e}")
     if difference > args.tolerance:
-        raise RuntimeError(f"the exported graphs differ from PyTorch by {difference:.2e} > --tolerance {args.tolerance}")
+        raise RuntimeError(
+            f"the exported graphs differ from PyTorch by {difference:.2e} > --tolerance {args.tolerance}"
+        )
     return 0
-

@@ -1,7 +1,7 @@
 """``dapfsr weights``: list and fetch the third-party pretrained weights.
 
-    dapfsr weights list                 name, status, licence and path of every weight source
-    dapfsr weights fetch [NAME|all]     download, verify and convert (default: all)
+dapfsr weights list                 name, status, licence and path of every weight source
+dapfsr weights fetch [NAME|all]     download, verify and convert (default: all)
 """
 
 from __future__ import annotations
@@ -62,7 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     names = [s.name for s in list_sources()]
     fetch_parser = commands.add_parser("fetch", help="download, verify and convert weights")
     fetch_parser.add_argument(
-        "name", nargs="?", default="all", choices=[*names, "all"], metavar="NAME|all", help=f"one of: {', '.join(names)}; default all"
+        "name",
+        nargs="?",
+        default="all",
+        choices=[*names, "all"],
+        metavar="NAME|all",
+        help=f"one of: {', '.join(names)}; default all",
     )
     fetch_parser.add_argument("--force", action="store_true", help="rebuild even if the entry is intact")
     fetch_parser.add_argument("--quiet", action="store_true", help="no progress output")

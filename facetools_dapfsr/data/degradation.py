@@ -135,9 +135,7 @@ def random_affine(batch: int, config: DegradationConfig, generator: torch.Genera
     scale = config.min_scale + u[:, 1] * (config.max_scale - config.min_scale)
     shift = (2 * u[:, 2:] - 1) * config.max_translation * 2  # normalised coordinates span 2
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], dim=1
-    )
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], dim=1)
     return theta.float()
 
 
@@ -183,10 +181,14 @@ def to_canvas(lr: torch.Tensor, canvas: int) -> torch.Tensor:
     side = lr.shape[-1]
     if side == canvas:
         return lr
-    return F.interpolate(lr, size=(canvas, canvas), mode="bilinear", align_corners=False, antialias=side > canvas).clamp(0, 1)
+    return F.interpolate(
+        lr, size=(canvas, canvas), mode="bilinear", align_corners=False, antialias=side > canvas
+    ).clamp(0, 1)
 
 
-def _realistic_one(hr: torch.Tensor, lr_size: int, config: DegradationConfig, generator: torch.Generator | None) -> torch.Tensor:
+def _realistic_one(
+    hr: torch.Tensor, lr_size: int, config: DegradationConfig, generator: torch.Generator | None
+) -> torch.Tensor:
     """One face ``[1, 3, H, W]`` through the realistic model (draws in a fixed order); the LR
     comes back at its own side (``lr_size`` for a clean sample)."""
     draws = torch.rand(5, generator=generator, dtype=torch.float64).tolist()

@@ -164,7 +164,9 @@ def apply_fallback(image: np.ndarray, name: str) -> Shown:
     if "upscale" in parts:
         scale = UPSCALE_FACTOR
         height, width = out.shape[:2]
-        resized = Image.fromarray(np.ascontiguousarray(out)).resize((width * scale, height * scale), Image.Resampling.BICUBIC)
+        resized = Image.fromarray(np.ascontiguousarray(out)).resize(
+            (width * scale, height * scale), Image.Resampling.BICUBIC
+        )
         out = np.array(resized)  # writable (torch.from_numpy warns on a read-only array)
     pad = 0
     if "pad" in parts:

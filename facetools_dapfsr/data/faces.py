@@ -110,7 +110,9 @@ def load_image_table(source: str | os.PathLike[str], split: str = "train", image
             table = datasets.load_dataset(source_text, split=split)
         except (FileNotFoundError, ConnectionError, ValueError) as error:
             # Not found, not reachable (offline) or no such split: one line instead of a traceback.
-            raise FaceDataError(f"{source_text}: neither a local folder nor a loadable Hub dataset ({error})") from error
+            raise FaceDataError(
+                f"{source_text}: neither a local folder nor a loadable Hub dataset ({error})"
+            ) from error
     column = image_column or _find_image_column(table, source_text)
     if column not in table.column_names:
         raise FaceDataError(f"{source_text}: no column {column!r} (columns: {', '.join(table.column_names)})")
@@ -262,7 +264,9 @@ class AlignedFaces(torch.utils.data.Dataset):
     Build with :meth:`prepare` (which reads and detects); the constructor does no I/O.
     """
 
-    def __init__(self, table: Any, rows: Sequence[int], landmarks: np.ndarray, size: int, report: FaceDataReport) -> None:
+    def __init__(
+        self, table: Any, rows: Sequence[int], landmarks: np.ndarray, size: int, report: FaceDataReport
+    ) -> None:
         if len(rows) != len(landmarks):
             raise ValueError(f"{len(rows)} rows but {len(landmarks)} landmark sets")
         self.table = table

@@ -164,8 +164,11 @@ def generate_synthetic_pairs(
 
     write_metadata(len(done))
     progress = tqdm(
-        total=config.num_pairs, initial=min(len(done) * config.shard_size, config.num_pairs),
-        desc="synthetic pairs", unit="pair", disable=not show_progress,
+        total=config.num_pairs,
+        initial=min(len(done) * config.shard_size, config.num_pairs),
+        desc="synthetic pairs",
+        unit="pair",
+        disable=not show_progress,
     )
     for shard in range(config.num_shards):
         if shard in done:
@@ -180,9 +183,7 @@ def generate_synthetic_pairs(
                 hr = decoder.synthesis(batch).clamp(0, 1)
                 faces.append((hr * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())
                 progress.update(batch.shape[0])
-        table = Dataset.from_dict(
-            {"ws": ws.half().numpy(), "hr": torch.cat(faces).numpy()}, features=features
-        )
+        table = Dataset.from_dict({"ws": ws.half().numpy(), "hr": torch.cat(faces).numpy()}, features=features)
         final = out_dir / _shard_name(shard)
         partial = out_dir / f".partial-{_shard_name(shard)}"
         shutil.rmtree(partial, ignore_errors=True)

@@ -19,8 +19,18 @@ WEIGHT_SOURCE = "adain-decoder"
 # (in, out) channels of the decoder's 3x3 convolutions; "up" = 2x nearest upsampling. The layer
 # positions (conv indices 1, 5, 8, ...) match the released state dict.
 _PLAN: tuple[tuple[int, int] | str, ...] = (
-    (512, 256), "up", (256, 256), (256, 256), (256, 256), (256, 128), "up",
-    (128, 128), (128, 64), "up", (64, 64), (64, 3),
+    (512, 256),
+    "up",
+    (256, 256),
+    (256, 256),
+    (256, 256),
+    (256, 128),
+    "up",
+    (128, 128),
+    (128, 64),
+    "up",
+    (64, 64),
+    (64, 3),
 )
 
 

@@ -172,7 +172,9 @@ def pulse_restore(model: DAPFSR, lr: torch.Tensor, config: PULSEConfig) -> torch
             optimizer = torch.optim.Adam([v], lr=config.learning_rate)
             for _ in range(config.steps):
                 rendered = model.decode(model.w_mu + model.w_sigma * v)
-                small = F.interpolate(rendered, size=(lr_size, lr_size), mode="bicubic", antialias=True, align_corners=False)
+                small = F.interpolate(
+                    rendered, size=(lr_size, lr_size), mode="bicubic", antialias=True, align_corners=False
+                )
                 fit = (small - lr).square().mean(dim=(1, 2, 3))
                 prior = v.square().mean(dim=(1, 2))
                 loss = (fit + config.prior_weight * prior).sum()
@@ -220,11 +222,14 @@ class DirectFineTune(Method):
             with torch.no_grad():
                 ws = model.encode(lr)
             return consistent_faces(
-                lambda codes: functional_call(model.decoder, params, (codes,)), ws, lr, model.w_sigma, model.config.consistency
+                lambda codes: functional_call(model.decoder, params, (codes,)),
+                ws,
+                lr,
+                model.w_sigma,
+                model.config.consistency,
             )
 
         yield restore
-
 
 
 def finetune_decoder(
@@ -305,7 +310,11 @@ class AdaINAugment(Method):
             with torch.no_grad():
                 ws = model.encode(lr)
             return consistent_faces(
-                lambda codes: functional_call(model.decoder, adapted, (codes,)), ws, lr, model.w_sigma, model.config.consistency
+                lambda codes: functional_call(model.decoder, adapted, (codes,)),
+                ws,
+                lr,
+                model.w_sigma,
+                model.config.consistency,
             )
 
         yield restore

@@ -95,7 +95,9 @@ def feed_forward(model: DAPFSR, batch_size: int, config: BenchConfig, device: to
     model.upscale(lr)  # warm-up: allocator, kernels, lazy initialisation
     _sync(device)
     iterations, started = 0, time.perf_counter()
-    while iterations < config.max_iterations and (iterations == 0 or time.perf_counter() - started < config.min_seconds):
+    while iterations < config.max_iterations and (
+        iterations == 0 or time.perf_counter() - started < config.min_seconds
+    ):
         model.upscale(lr)
         _sync(device)
         iterations += 1
@@ -194,12 +196,16 @@ def run_benchmark(
         }
     if damma:
         record["damma"] = damma_time(model, config, device, vgg)
-    record["peak_memory"] = _peak_memory_mb(device) if device.type != "cuda" else {
-        "kind": "cuda_max_memory_allocated (max over phases)",
-        "mb": max(
-            phase["peak_memory"]["mb"]
-            for phase in [*record["feed_forward"], record.get("pulse"), record.get("damma")]
-            if phase is not None
-        ),
-    }
+    record["peak_memory"] = (
+        _peak_memory_mb(device)
+        if device.type != "cuda"
+        else {
+            "kind": "cuda_max_memory_allocated (max over phases)",
+            "mb": max(
+                phase["peak_memory"]["mb"]
+                for phase in [*record["feed_forward"], record.get("pulse"), record.get("damma")]
+                if phase is not None
+            ),
+        }
+    )
     return record

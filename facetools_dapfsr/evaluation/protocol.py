@@ -102,7 +102,9 @@ class ProtocolConfig:
         if self.max_eval_images is not None and self.max_eval_images < 1:
             raise ValueError(f"max_eval_images must be at least 1, got {self.max_eval_images}")
         if self.yaleb_landmarks not in YALEB_LANDMARKS:
-            raise ValueError(f"yaleb_landmarks must be one of {', '.join(YALEB_LANDMARKS)}, got {self.yaleb_landmarks!r}")
+            raise ValueError(
+                f"yaleb_landmarks must be one of {', '.join(YALEB_LANDMARKS)}, got {self.yaleb_landmarks!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,7 +170,9 @@ class Domain:
         yaleb = sorted(p for p in root.rglob("*.png") if YALEB_PATTERN.match(p.name))
         if yaleb:
             if yaleb_landmarks not in YALEB_LANDMARKS:
-                raise ProtocolError(f"yaleb_landmarks must be one of {', '.join(YALEB_LANDMARKS)}, got {yaleb_landmarks!r}")
+                raise ProtocolError(
+                    f"yaleb_landmarks must be one of {', '.join(YALEB_LANDMARKS)}, got {yaleb_landmarks!r}"
+                )
             return _yaleb_domain(root, yaleb, show_progress, tuple(fallbacks), per_image=yaleb_landmarks == "image")
         return _folder_domain(root, show_progress, max_images, tuple(fallbacks))
 

@@ -43,7 +43,12 @@ def resolve_file(model_id_or_path: str | Path, filename: str, revision: str | No
     # ("runs/mymodel" with runs/ here), is a mistyped folder: say so at once instead of asking
     # the Hub (which retries for half a minute when it cannot be reached).
     text = str(model_id_or_path)
-    if local.suffix or text.startswith((".", "/", "~")) or text.count("/") > 1 or (len(local.parts) > 1 and local.parent.is_dir()):
+    if (
+        local.suffix
+        or text.startswith((".", "/", "~"))
+        or text.count("/") > 1
+        or (len(local.parts) > 1 and local.parent.is_dir())
+    ):
         raise FileNotFoundError(f"no such model folder: {model_id_or_path}")
     return Path(_hub_download(str(model_id_or_path), filename, revision))
 
@@ -170,7 +175,9 @@ def save_model(
     limit = max_shard_bytes - HEADER_BYTES_PER_TENSOR * len(tensors) if max_shard_bytes else 2**62
     if limit <= 0:
         raise ValueError(f"max_shard_bytes={max_shard_bytes} leaves no room for the tensors' headers")
-    plan = split_torch_state_dict_into_shards(tensors, filename_pattern="model{suffix}.safetensors", max_shard_size=limit)
+    plan = split_torch_state_dict_into_shards(
+        tensors, filename_pattern="model{suffix}.safetensors", max_shard_size=limit
+    )
     stale = [directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME, *directory.glob("model-*-of-*.safetensors")]
     for filename, names in plan.filename_to_tensors.items():
         with atomic_path(directory / filename) as tmp:

@@ -93,7 +93,9 @@ class IdentityDescriptor:
         dlib = import_dlib()
         if self.crop == "template":
             image = torch.from_numpy(face).permute(2, 0, 1)[None].float()
-            resized = F.interpolate(image, size=(CHIP_SIZE, CHIP_SIZE), mode="bilinear", antialias=True, align_corners=False)
+            resized = F.interpolate(
+                image, size=(CHIP_SIZE, CHIP_SIZE), mode="bilinear", antialias=True, align_corners=False
+            )
             return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
         side = face.shape[0]
         pad = side // 2

@@ -117,7 +117,9 @@ class LPIPS(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(f"expected two [B, 3 or 1, H, W] images of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+            raise ValueError(
+                f"expected two [B, 3 or 1, H, W] images of one shape, got {tuple(x.shape)}, {tuple(y.shape)}"
+            )
         batch = x.shape[0]
         both = torch.cat([x, y]).expand(-1, 3, -1, -1)
         h = ((2 * both - 1) - self.shift) / self.scale

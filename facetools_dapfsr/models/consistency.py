@@ -72,7 +72,9 @@ def register(output: torch.Tensor, lr: torch.Tensor, config: ConsistencyConfig) 
     """The similarity ``[B, 2, 3]`` under which ``output`` (template frame) downsampled best
     matches ``lr`` (its unaligned input), best of the starting angles per face."""
     side = min(config.registration_side, output.shape[-1])
-    small = F.interpolate(output.detach().float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    small = F.interpolate(
+        output.detach().float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False
+    )
     target = _normalised_luma(lr.detach().float())
     lr_side = lr.shape[-1]
 

@@ -127,8 +127,7 @@ class DAPFSR(nn.Module):
         low, high = float(lr.min()), float(lr.max())
         if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
             raise ValueError(
-                f"expected lr values in [0, 1], got [{low:.3g}, {high:.3g}]; "
-                "convert uint8 images with .float() / 255"
+                f"expected lr values in [0, 1], got [{low:.3g}, {high:.3g}]; convert uint8 images with .float() / 255"
             )
         if consistency is None:
             consistency = self.config.consistency

@@ -74,7 +74,9 @@ class Decoder(nn.Module, abc.ABC):
         return [(name, params[name]) for name in self.modulation_parameter_names()]
 
     @torch.no_grad()
-    def w_statistics(self, num_samples: int = 10_000, seed: int = 0, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    def w_statistics(
+        self, num_samples: int = 10_000, seed: int = 0, batch_size: int = 1000
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and standard deviation of ``w = mapping(z)``, ``z ~ N(0, I)``.
 
         Returns ``(mu [w_dim], sigma [w_dim])`` computed in float64 from ``num_samples`` samples.

@@ -163,7 +163,9 @@ class DAPFSREncoder(nn.Module):
         # ISTN at stage 0 warps the RGB input; at stage k, the output of ResNet stage k.
         self.istn = nn.ModuleDict(
             {
-                str(stage): InstanceSpatialTransformer(3 if stage == 0 else stage_channels[stage - 1], config.istn_hidden)
+                str(stage): InstanceSpatialTransformer(
+                    3 if stage == 0 else stage_channels[stage - 1], config.istn_hidden
+                )
                 for stage in config.istn_stages
             }
         )

@@ -144,9 +144,11 @@ def haar(image: torch.Tensor) -> torch.Tensor:
 
 _G0 = torch.tensor([1.0, 1.0], dtype=torch.float64) / math.sqrt(2.0)
 _G1 = torch.tensor([1.0, -1.0], dtype=torch.float64) / math.sqrt(2.0)
-_HAAR_SYNTHESIS = torch.stack(
-    [torch.outer(_G0, _G0), torch.outer(_G1, _G0), torch.outer(_G0, _G1), torch.outer(_G1, _G1)]
-).reshape(4, 4).float()
+_HAAR_SYNTHESIS = (
+    torch.stack([torch.outer(_G0, _G0), torch.outer(_G1, _G0), torch.outer(_G0, _G1), torch.outer(_G1, _G1)])
+    .reshape(4, 4)
+    .float()
+)
 """``[band k, sub-pixel (a, b)]``: the 2x2 synthesis patch of each Haar band."""
 
 
@@ -201,11 +203,11 @@ class StyledConv(nn.Module):
         self, x: torch.Tensor, w: torch.Tensor, resolution: int | None = None, offset: tuple[int, int] = (0, 0)
     ) -> torch.Tensor:
         """Args:
-            x: ``[B, C_in, h, w]``: the whole map, or a window of it.
-            w: ``[B, w_dim]`` style code.
-            resolution: side of the whole map this layer runs at (default: ``x``'s); below the
-                noise map's side for the early exits.
-            offset: ``(top, left)`` of the window ``x`` within the whole map.
+        x: ``[B, C_in, h, w]``: the whole map, or a window of it.
+        w: ``[B, w_dim]`` style code.
+        resolution: side of the whole map this layer runs at (default: ``x``'s); below the
+            noise map's side for the early exits.
+        offset: ``(top, left)`` of the window ``x`` within the whole map.
         """
         x = x * self.modulation(w)
         if self.separable:
@@ -277,11 +279,11 @@ class SynthesisBlock(nn.Module):
         offset: tuple[int, int] = (0, 0),
     ) -> torch.Tensor:
         """Args:
-            x: ``[B, C_in, h, w]`` hidden maps (or a window of them).
-            ws: ``[B, 3, w_dim]``: the slots of ``up``, ``conv1``, ``conv2``.
-            upsample: ``False`` runs the block at its input resolution (early exit).
-            resolution, offset: side of the whole output map and the window's ``(top, left)``
-                in it (see :class:`StyledConv`).
+        x: ``[B, C_in, h, w]`` hidden maps (or a window of them).
+        ws: ``[B, 3, w_dim]``: the slots of ``up``, ``conv1``, ``conv2``.
+        upsample: ``False`` runs the block at its input resolution (early exit).
+        resolution, offset: side of the whole output map and the window's ``(top, left)``
+            in it (see :class:`StyledConv`).
         """
         x = self.up(x, ws[:, 0], upsample)
         x = self.conv1(x, ws[:, 1], resolution, offset)

@@ -120,7 +120,9 @@ def export_onnx(model: DAPFSR, out_dir: str | Path, size: int | None = None) -> 
     return record
 
 
-def _export(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str, path: Path, batch: object) -> None:
+def _export(
+    module: nn.Module, example: torch.Tensor, input_name: str, output_name: str, path: Path, batch: object
+) -> None:
     program = torch.onnx.export(
         module.eval(),
         (example,),

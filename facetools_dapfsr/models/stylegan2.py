@@ -64,7 +64,10 @@ class MappingNetwork(nn.Module):
         super().__init__()
         dims = [z_dim] + [w_dim] * num_layers
         self.layers = nn.Sequential(
-            *[EqualizedLinear(i, o, lr_multiplier=lr_multiplier, activation=True) for i, o in zip(dims[:-1], dims[1:], strict=True)]
+            *[
+                EqualizedLinear(i, o, lr_multiplier=lr_multiplier, activation=True)
+                for i, o in zip(dims[:-1], dims[1:], strict=True)
+            ]
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,9 @@ class RealESRGANBackground:
 
     bit_depths = BIT_DEPTHS
 
-    def __init__(self, model: torch.nn.Module, options: RealESRGANOptions | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, model: torch.nn.Module, options: RealESRGANOptions | None = None, device: str | torch.device = "cpu"
+    ) -> None:
         """``model``: an :class:`~facetools_dapfsr.models.rrdbnet.RRDBNet` (or any module with a
         ``scale`` attribute mapping ``[1, 3, h, w]`` to ``[1, 3, scale*h, scale*w]`` in ``[0, 1]``)."""
         self.device = torch.device(device)
@@ -139,4 +141,3 @@ def _sample(sr: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor) -> torch.Tenso
 
 def _is_integral(values: torch.Tensor) -> bool:
     return bool(torch.all((values - values.round()).abs() < 1e-6)) and bool(values.min() >= 0)
-

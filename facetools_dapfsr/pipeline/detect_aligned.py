@@ -31,7 +31,9 @@ class AlignedInputDetector:
         try:
             landmarks = aligned_crop_points(width, height)
         except ValueError as error:
-            raise ValueError(f"--aligned: {error}; crop it to the template or let the detector find the face") from error
+            raise ValueError(
+                f"--aligned: {error}; crop it to the template or let the detector find the face"
+            ) from error
         # Pixel centres at integers: the photo spans -0.5 .. side - 0.5.
         box = np.array([-0.5, -0.5, width - 0.5, height - 0.5], dtype=np.float32)
         return [Detection(box=box, landmarks=landmarks.astype(np.float32), score=1.0)]

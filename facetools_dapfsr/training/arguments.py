@@ -58,7 +58,9 @@ class TrainingArguments:
     num_workers: int = option(0, "DataLoader worker processes per training process.")
     checkpoint_every: int = option(500, "Save a resumable checkpoint every N steps (0: only at the end).")
     checkpoints_total_limit: int | None = option(3, "Keep at most this many checkpoints (oldest deleted).")
-    resume: str | None = option(None, "Resume from 'latest' (newest checkpoint in --output-dir) or a checkpoint folder.")
+    resume: str | None = option(
+        None, "Resume from 'latest' (newest checkpoint in --output-dir) or a checkpoint folder."
+    )
     log_every: int = option(10, "Log training metrics every N steps.")
     validation_data: str | None = option(
         None, "Held-out images (folder or Hub id). Default: hold out --validation-size images of --data."

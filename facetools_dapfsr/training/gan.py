@@ -56,7 +56,9 @@ def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return gradient.square().sum(dim=(1, 2, 3)).mean()
 
 
-def path_length_penalty(images: torch.Tensor, ws: torch.Tensor, pl_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def path_length_penalty(
+    images: torch.Tensor, ws: torch.Tensor, pl_mean: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """StyleGAN2 path-length regularisation.
 
     Returns ``(penalty, batch mean of the path lengths)``; the caller averages the latter over

@@ -23,7 +23,9 @@ WEIGHTS_NAME = "model.safetensors"
 PREFIXES = ("generator", "generator_ema")
 
 
-def save_native_decoder(directory: str | Path, generator: StyleGAN2Generator, generator_ema: StyleGAN2Generator) -> Path:
+def save_native_decoder(
+    directory: str | Path, generator: StyleGAN2Generator, generator_ema: StyleGAN2Generator
+) -> Path:
     """Write the decoder folder (weights in float32)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,6 @@ def load_native_decoder(directory: str | Path, ema: bool = True) -> StyleGAN2Gen
     return generator.eval()
 
 
-
 def stylegan2_config_from(name_or_path: str) -> StyleGAN2Config:
     """A generator config from a DAP-FSR preset name (its decoder), a StyleGAN2Config JSON file
     (as written in a decoder folder) or a DAP-FSR config JSON file (its decoder)."""
@@ -69,7 +70,9 @@ def stylegan2_config_from(name_or_path: str) -> StyleGAN2Config:
         if path.is_dir():
             return read_native_decoder_config(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{name_or_path} is neither a preset ({', '.join(DAPFSRConfig.PRESETS)}) nor a file")
+            raise FileNotFoundError(
+                f"{name_or_path} is neither a preset ({', '.join(DAPFSRConfig.PRESETS)}) nor a file"
+            )
         data = json.loads(path.read_text())
         if data.get("model_type") == "dapfsr":
             decoder = DAPFSRConfig.from_dict(data).decoder

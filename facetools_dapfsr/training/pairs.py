@@ -36,7 +36,9 @@ class PairAugmentation:
     grey_probability: float = 0.0
     """Make the face grey (Rec. 601 luma in all three channels): grey and infrared domains."""
 
-    def apply(self, hr: torch.Tensor, valid: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def apply(
+        self, hr: torch.Tensor, valid: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         flip, grey = torch.rand(2, generator=generator).tolist()
         if flip < self.flip_probability:
             hr, valid = hr.flip(-1), valid.flip(-1)

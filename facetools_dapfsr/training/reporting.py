@@ -53,7 +53,9 @@ class RunReporter:
         if self.is_main:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=self.max_steps, initial=start_step, desc=project_name, unit="step", dynamic_ncols=True)
+            self._bar = tqdm(
+                total=self.max_steps, initial=start_step, desc=project_name, unit="step", dynamic_ncols=True
+            )
         self._start_step = start_step
         self._last_step = start_step
 

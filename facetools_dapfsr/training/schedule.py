@@ -7,8 +7,14 @@ import math
 SCHEDULES = ("constant", "cosine")
 
 
-def learning_rate_at(step: int, base: float, total_steps: int, warmup_steps: int = 0, schedule: str = "constant",
-                     final_fraction: float = 0.1) -> float:
+def learning_rate_at(
+    step: int,
+    base: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    schedule: str = "constant",
+    final_fraction: float = 0.1,
+) -> float:
     """The learning rate of optimizer step ``step`` (1-based).
 
     Linear warm-up over ``warmup_steps``, then either ``base`` (constant) or a cosine decay from

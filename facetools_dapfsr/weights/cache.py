@@ -265,6 +265,8 @@ def load_weights(source: str | WeightSource, progress: bool = True) -> tuple[dic
         _build_locked(source, root, force=False, progress=progress)
         report, data, provenance = _read_entry(source, root, want_bytes=True)
         if report.status is not EntryStatus.PRESENT:
-            raise RuntimeError(f"weights {source.name!r} are still {report.status.value} after a rebuild: {report.reason}")
+            raise RuntimeError(
+                f"weights {source.name!r} are still {report.status.value} after a rebuild: {report.reason}"
+            )
     assert data is not None and provenance is not None
     return load_safetensors_bytes(data), provenance

@@ -99,8 +99,7 @@ def convert(extracted: Mapping[str, Path]) -> dict[str, torch.Tensor]:
     }
     if unexpected or set(missing) != computed:
         raise ValueError(
-            f"IR does not match the decoder: unexpected {sorted(unexpected)}, "
-            f"missing {sorted(set(missing) - computed)}"
+            f"IR does not match the decoder: unexpected {sorted(unexpected)}, missing {sorted(set(missing) - computed)}"
         )
     with torch.no_grad(), fixed_threads(CONVERSION_THREADS):
         # The base class measures the statistics; the decoder itself only returns stored ones.
@@ -371,5 +370,7 @@ def _expect(condition: bool, message: str) -> None:
 
 
 def _expect_scalar(values: np.ndarray, expected: float, what: str) -> None:
-    _expect(values.size == 1 and math.isclose(float(values.reshape(())), expected, rel_tol=1e-6),
-            f"{what} is {values.ravel()[:4]}, expected {expected}")
+    _expect(
+        values.size == 1 and math.isclose(float(values.reshape(())), expected, rel_tol=1e-6),
+        f"{what} is {values.ravel()[:4]}, expected {expected}",
+    )

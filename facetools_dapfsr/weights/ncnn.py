@@ -123,11 +123,15 @@ def read_weights(layers: list[Layer], data: bytes, where: str = "<bin>") -> None
         if layer.type in WEIGHTLESS_TYPES:
             continue
         if layer.type != "Convolution":
-            raise ValueError(f"{where}: layer {layer.name} is a {layer.type}, whose weight layout this reader does not know")
+            raise ValueError(
+                f"{where}: layer {layer.name} is a {layer.type}, whose weight layout this reader does not know"
+            )
         if layer.param(8) != 0:
             raise ValueError(f"{where}: layer {layer.name} is an int8 convolution, which this reader does not support")
         if layer.param(19) != 0:
-            raise ValueError(f"{where}: layer {layer.name} takes its weights as an input (dynamic weight), not supported")
+            raise ValueError(
+                f"{where}: layer {layer.name} takes its weights as an input (dynamic weight), not supported"
+            )
         count = int(layer.scalar(6))
         num_output = int(layer.scalar(0))
         tag = int.from_bytes(data[offset : offset + 4], "little")
@@ -141,7 +145,9 @@ def read_weights(layers: list[Layer], data: bytes, where: str = "<bin>") -> None
             layer.weight_dtype = "float32"
             offset += count * 4
         else:
-            raise ValueError(f"{where}: layer {layer.name}: weight tag {tag:#010x} (quantised weights) is not supported")
+            raise ValueError(
+                f"{where}: layer {layer.name}: weight tag {tag:#010x} (quantised weights) is not supported"
+            )
         if int(layer.scalar(5)) == 1:
             layer.bias = _take(data, offset, np.dtype("<f4"), num_output, where, layer)
             offset += num_output * 4

