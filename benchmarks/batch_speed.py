@@ -54,7 +54,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--faces", type=int, default=32, help="faces per timed pass (a multiple of each batch size)")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=["feed-forward", "encode", "render", "consistency"])
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=["feed-forward", "encode", "render", "consistency"]
+    )
     parser.add_argument("--out", type=Path, help="also write the figures as JSON")
     parser.add_argument(
         "--allocator",
@@ -72,7 +74,9 @@ def main() -> None:
     model = DAPFSR.default().eval()
     settings = model.config.consistency
     no_refine = dataclasses.replace(settings, refine_steps=0)
-    lr_all = torch.rand(args.faces, 3, model.config.lr_size, model.config.lr_size, generator=torch.Generator().manual_seed(0))
+    lr_all = torch.rand(
+        args.faces, 3, model.config.lr_size, model.config.lr_size, generator=torch.Generator().manual_seed(0)
+    )
     with torch.inference_mode():
         ws_all = model.encode(lr_all)
         faces_all = model.decoder.render(ws_all).clamp(0, 1)
@@ -89,7 +93,9 @@ def main() -> None:
         elif part == "consistency":
             consistency_module.enforce_consistency(faces, lr, no_refine)
         else:
-            consistency_module.refine_codes(model.decoder.render, ws, lr, theta_all[start:stop], model.w_sigma, settings)
+            consistency_module.refine_codes(
+                model.decoder.render, ws, lr, theta_all[start:stop], model.w_sigma, settings
+            )
 
     def timed_pass(part: str, batch: int) -> tuple[float, float, int]:
         cpu0, faults0 = _usage()
@@ -128,19 +134,27 @@ def main() -> None:
     }
     print(f"command: {command}")
     print(f"machine: {json.dumps(machine)}")
-    print(f"{'part':<14}{'threads':>8}{'batch':>6}{'best wall ms/face':>19}{'faces/s':>9}{'median CPU ms/face':>20}"
-          f"{'faults/face':>13}")
+    print(
+        f"{'part':<14}{'threads':>8}{'batch':>6}{'best wall ms/face':>19}{'faces/s':>9}{'median CPU ms/face':>20}"
+        f"{'faults/face':>13}"
+    )
     rows = []
     for (part, threads, batch), runs in samples.items():
         wall = min(run[0] for run in runs) / args.faces
         cpu = statistics.median(run[1] for run in runs) / args.faces
         faults = statistics.median(run[2] for run in runs) / args.faces
         print(f"{part:<14}{threads:>8}{batch:>6}{wall * 1e3:>19.1f}{1 / wall:>9.2f}{cpu * 1e3:>20.1f}{faults:>13.0f}")
-        rows.append({
-            "part": part, "threads": threads, "batch_size": batch, "best_wall_ms_per_face": round(wall * 1e3, 2),
-            "faces_per_second": round(1 / wall, 3), "median_cpu_ms_per_face": round(cpu * 1e3, 2),
-            "median_minor_faults_per_face": round(faults),
-        })
+        rows.append(
+            {
+                "part": part,
+                "threads": threads,
+                "batch_size": batch,
+                "best_wall_ms_per_face": round(wall * 1e3, 2),
+                "faces_per_second": round(1 / wall, 3),
+                "median_cpu_ms_per_face": round(cpu * 1e3, 2),
+                "median_minor_faults_per_face": round(faults),
+            }
+        )
     for part in args.parts:
         for threads in args.threads:
             by_batch = {row["batch_size"]: row for row in rows if row["part"] == part and row["threads"] == threads}
@@ -148,8 +162,10 @@ def main() -> None:
                 largest = max(by_batch)
                 ratio = by_batch[largest]["faces_per_second"] / by_batch[1]["faces_per_second"]
                 cpu_ratio = by_batch[1]["median_cpu_ms_per_face"] / by_batch[largest]["median_cpu_ms_per_face"]
-                print(f"{part}, {threads} thread(s): batch {largest} / batch 1 = x{ratio:.2f} faces/s (wall), "
-                      f"x{cpu_ratio:.2f} (CPU time)")
+                print(
+                    f"{part}, {threads} thread(s): batch {largest} / batch 1 = x{ratio:.2f} faces/s (wall), "
+                    f"x{cpu_ratio:.2f} (CPU time)"
+                )
     if args.out is not None:
         report = {"command": command, "machine": machine, "faces": args.faces, "rounds": args.rounds, "results": rows}
         args.out.write_text(json.dumps(report, indent=2) + "\n")

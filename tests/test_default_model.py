@@ -103,14 +103,26 @@ def test_a_batch_of_32_gives_the_faces_of_32_batches_of_1(builtin) -> None:
         single = torch.cat([builtin.upscale(face[None], consistency=False) for face in lr])
         assert float((batched - single).abs().max()) < 1e-4
         consistent = enforce_consistency(batched[:8], lr[:8], no_refine)
-        consistent_single = torch.cat([enforce_consistency(f[None], x[None], no_refine) for f, x in zip(batched, lr[:8])])
+        consistent_single = torch.cat(
+            [enforce_consistency(f[None], x[None], no_refine) for f, x in zip(batched, lr[:8])]
+        )
     assert float((consistent - consistent_single).abs().max()) < 1e-5
 
 
 def test_upscale_without_model_uses_the_builtin_one(builtin, tmp_path, capsys) -> None:
     out = tmp_path / "astronaut_x4.png"
     report = tmp_path / "report.json"
-    status = main(["upscale", str(REPO_ROOT / "examples" / "astronaut.png"), "-o", str(out), "--report", str(report), "--no-progress"])
+    status = main(
+        [
+            "upscale",
+            str(REPO_ROOT / "examples" / "astronaut.png"),
+            "-o",
+            str(out),
+            "--report",
+            str(report),
+            "--no-progress",
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     assert Image.open(out).size == (512, 512)
     (record,) = json.loads(report.read_text())["images"]
@@ -122,7 +134,15 @@ def test_save_pretrained_renders_the_card_and_keeps_its_facts(tmp_path) -> None:
     model.card_info = ModelCardInfo(
         training_data="forty faces",
         training_command="python recipes/train_encoder.py --max-steps 3",
-        metrics=[{"benchmark": "toy", "method": "DAP-FSR", "psnr": 21.5, "lpips": 0.25, "command": "dapfsr evaluate --target toy"}],
+        metrics=[
+            {
+                "benchmark": "toy",
+                "method": "DAP-FSR",
+                "psnr": 21.5,
+                "lpips": 0.25,
+                "command": "dapfsr evaluate --target toy",
+            }
+        ],
     )
     folder = model.save_pretrained(tmp_path / "m", dtype=torch.float16)
     card = (folder / "README.md").read_text()
@@ -156,7 +176,9 @@ def test_learning_rate_schedule() -> None:
 def test_a_continued_run_card_lists_both_stages() -> None:
     from facetools_dapfsr.training.model_card import chained_card_info
 
-    earlier = ModelCardInfo(training_data="A", training_procedure="P1", training_command="python recipes/train_encoder.py --x 1")
+    earlier = ModelCardInfo(
+        training_data="A", training_procedure="P1", training_command="python recipes/train_encoder.py --x 1"
+    )
     later = ModelCardInfo(
         training_data="B", training_procedure="P2", training_command="python recipes/train_encoder.py --init-from default",
         trained_on_celeba=True,

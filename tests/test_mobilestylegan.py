@@ -31,7 +31,9 @@ def prior_tensors(weights_cache: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def prior_ir(weights_cache: Path, prior_tensors: dict[str, torch.Tensor], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def prior_ir(
+    weights_cache: Path, prior_tensors: dict[str, torch.Tensor], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The unpacked ``random-face`` wheel (the verified artifact the cache kept)."""
     from facetools_dapfsr.weights import get_source
     from facetools_dapfsr.weights.artifacts import ensure_artifact, unpack
@@ -293,7 +295,9 @@ def test_early_exits_match_the_full_render(prior_tensors: dict[str, torch.Tensor
             assert float(psnr(decoder.synthesis(ws), full).mean()) > floor
 
 
-def test_from_weights_cache_loads_strictly(prior_tensors: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_from_weights_cache_loads_strictly(
+    prior_tensors: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from facetools_dapfsr import weights
 
     requested = []
@@ -323,4 +327,3 @@ def test_sample_cli_writes_faces_and_grid(prior_tensors: dict[str, torch.Tensor]
     assert main(["sample", "-n", "1", "--seed", "4", "--out", str(again), "--render-size", "256", "--no-progress"]) == 0
     first, alone = (np.asarray(Image.open(path), dtype=np.int16) for path in (faces[0], again / "face_0000.png"))
     assert np.abs(first - alone).max() <= 2
-

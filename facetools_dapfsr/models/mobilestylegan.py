@@ -154,9 +154,11 @@ def haar(image: torch.Tensor) -> torch.Tensor:
 
 _G0 = torch.tensor([1.0, 1.0], dtype=torch.float64) / math.sqrt(2.0)
 _G1 = torch.tensor([1.0, -1.0], dtype=torch.float64) / math.sqrt(2.0)
-_HAAR_SYNTHESIS = torch.stack(
-    [torch.outer(_G0, _G0), torch.outer(_G1, _G0), torch.outer(_G0, _G1), torch.outer(_G1, _G1)]
-).reshape(4, 4).float()
+_HAAR_SYNTHESIS = (
+    torch.stack([torch.outer(_G0, _G0), torch.outer(_G1, _G0), torch.outer(_G0, _G1), torch.outer(_G1, _G1)])
+    .reshape(4, 4)
+    .float()
+)
 """``[band k, sub-pixel (a, b)]``: the 2x2 synthesis patch of each Haar band."""
 
 
@@ -224,12 +226,12 @@ class StyledConv(nn.Module):
         overwrite: bool = False,
     ) -> torch.Tensor:
         """Args:
-            x: ``[B, C_in, h, w]``: the whole map, or a window of it.
-            w: ``[B, w_dim]`` style code.
-            resolution: side of the whole map this layer runs at (default: ``x``'s); below the
-                noise map's side for the early exits.
-            offset: ``(top, left)`` of the window ``x`` within the whole map.
-            overwrite: ``x`` may be modulated in place (outside autograd).
+        x: ``[B, C_in, h, w]``: the whole map, or a window of it.
+        w: ``[B, w_dim]`` style code.
+        resolution: side of the whole map this layer runs at (default: ``x``'s); below the
+            noise map's side for the early exits.
+        offset: ``(top, left)`` of the window ``x`` within the whole map.
+        overwrite: ``x`` may be modulated in place (outside autograd).
         """
         x = _modulate(x, self.modulation(w), overwrite)
         if self.separable:
@@ -303,13 +305,13 @@ class SynthesisBlock(nn.Module):
         overwrite: bool = False,
     ) -> torch.Tensor:
         """Args:
-            x: ``[B, C_in, h, w]`` hidden maps (or a window of them).
-            ws: ``[B, 3, w_dim]``: the slots of ``up``, ``conv1``, ``conv2``.
-            upsample: ``False`` runs the block at its input resolution (early exit).
-            resolution, offset: side of the whole output map and the window's ``(top, left)``
-                in it (see :class:`StyledConv`).
-            overwrite: ``x`` may be modulated in place (outside autograd); the block's own
-                intermediate maps always may.
+        x: ``[B, C_in, h, w]`` hidden maps (or a window of them).
+        ws: ``[B, 3, w_dim]``: the slots of ``up``, ``conv1``, ``conv2``.
+        upsample: ``False`` runs the block at its input resolution (early exit).
+        resolution, offset: side of the whole output map and the window's ``(top, left)``
+            in it (see :class:`StyledConv`).
+        overwrite: ``x`` may be modulated in place (outside autograd); the block's own
+            intermediate maps always may.
         """
         x = self.up(x, ws[:, 0], upsample, overwrite)
         x = self.conv1(x, ws[:, 1], resolution, offset, overwrite=True)
@@ -544,8 +546,9 @@ class MobileStyleGANDecoder(Decoder):
         size = self.render_size if render_size is None else render_size
         side = self.resolution if resolution is None else resolution
         matrix = self.crop_matrix(size, side)
-        corners = np.array([[-0.5, -0.5, 1.0], [side - 0.5, -0.5, 1.0],
-                            [-0.5, side - 0.5, 1.0], [side - 0.5, side - 0.5, 1.0]])
+        corners = np.array(
+            [[-0.5, -0.5, 1.0], [side - 0.5, -0.5, 1.0], [-0.5, side - 0.5, 1.0], [side - 0.5, side - 0.5, 1.0]]
+        )
         points = corners @ invert_affine(matrix).T  # crop corners in frame pixels
         # warp_affine prefilters by 1 / (2 * scale) when shrinking, then samples bilinearly:
         # a few frame pixels of support either side, more the stronger the shrink.
