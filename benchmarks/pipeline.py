@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/pipeline.py [--model PATH|HUB_ID] [--device cpu|cuda] [--scale 4]
                                     [--factors 4 8] [--repeats 3] [--data DIR] [--out FILE.json]
+                                    [--allocator retain]
 
 For each photo of ``<data>/photos`` shrunk 4x and 8x (faces 10-35 px tall), prints the median
 seconds per photo of one ``FacePipeline`` call (MTCNN detection, alignment, batched
@@ -68,7 +69,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", type=Path, default=default_data_dir())
     parser.add_argument("--out", type=Path, help="also write the figures as JSON")
+    parser.add_argument(
+        "--allocator",
+        choices=["default", "retain"],
+        default="default",
+        help="retain: facetools_dapfsr.allocator.retain_freed_memory(), as dapfsr upscale does",
+    )
     args = parser.parse_args()
+    if args.allocator == "retain":
+        from facetools_dapfsr.allocator import retain_freed_memory
+
+        if not retain_freed_memory():
+            raise SystemExit("retain_freed_memory() is not in effect on this system")
 
     if args.model is None:
         torch.manual_seed(0)

@@ -48,3 +48,23 @@ def test_bench_cli(weights_cache: Path, tmp_path: Path, capsys) -> None:
     assert record["model"]["id"].startswith("preset:tiny")
     assert "damma" not in record and "pulse" in record
     assert "faces/s" in capsys.readouterr().out
+
+
+def test_retain_freed_memory_is_an_opt_out_allocator_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+    import sys
+
+    from facetools_dapfsr import allocator
+
+    monkeypatch.setattr(allocator, "_applied", False)
+    monkeypatch.setenv(allocator.ENV, "0")
+    assert allocator.retain_freed_memory() is False
+    monkeypatch.delenv(allocator.ENV)
+    try:
+        glibc = sys.platform.startswith("linux") and bool(ctypes.CDLL("libc.so.6").gnu_get_libc_version)
+    except (OSError, AttributeError):
+        glibc = False
+    assert allocator.retain_freed_memory() is glibc
+    assert allocator.retain_freed_memory() is glibc  # idempotent
+    # Memory still comes back to Python and torch as usual.
+    assert float(torch.ones(64 * 2**20 // 4).sum()) == 64 * 2**20 // 4

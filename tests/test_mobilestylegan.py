@@ -73,6 +73,25 @@ def test_haar_round_trip_and_layout() -> None:
     assert torch.allclose(haar(image)[:, :3], 2 * torch.nn.functional.avg_pool2d(image, 2), atol=1e-6)
 
 
+def test_inverse_haar_matches_the_synthesis_matrix_with_and_without_autograd() -> None:
+    from facetools_dapfsr.models.mobilestylegan import _HAAR_SYNTHESIS
+
+    x = torch.randn(3, 4 * 5, 6, 7).contiguous(memory_format=torch.channels_last)
+    # Reference: the 2x2 patch of each pixel = its 4 bands times the synthesis matrix.
+    bands = torch.stack([x[:, :5], *x[:, 5:].unflatten(1, (5, 3)).unbind(2)], dim=-1)  # [B, C, h, w, k]
+    patches = (bands @ _HAAR_SYNTHESIS).unflatten(-1, (2, 2))  # [B, C, h, w, a, b]
+    expected = patches.permute(0, 1, 2, 4, 3, 5).reshape(3, 5, 12, 14)
+    with torch.no_grad():
+        fast = inverse_haar(x)
+    leaf = x.clone().requires_grad_(True)
+    differentiable = inverse_haar(leaf)
+    assert torch.allclose(fast, expected, atol=1e-6) and torch.allclose(differentiable, expected, atol=1e-6)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    differentiable.square().sum().backward()
+    # The transform is orthonormal: the gradient of |y|^2 is 2x.
+    assert torch.allclose(leaf.grad, 2 * x, atol=1e-5)
+
+
 def _write_tiny_ir(folder: Path) -> Path:
     values = np.arange(6, dtype=np.float32).reshape(2, 3)
     (folder / "tiny.bin").write_bytes(values.tobytes())
@@ -246,6 +265,22 @@ def test_gradients_reach_ws_and_modulations_and_bf16_autocast(prior_tensors: dic
         faces_bf16 = decoder.synthesis(ws.detach())
     assert bool(torch.isfinite(faces_bf16).all())
     assert float(psnr(faces_bf16.float(), faces.detach()).min()) > 25
+
+
+def test_in_place_modulation_changes_no_result_and_no_caller_tensor(prior_tensors: dict[str, torch.Tensor]) -> None:
+    decoder = make_decoder(prior_tensors, render_size=256)
+    ws = truncated_ws(decoder, [3, 4])
+    with torch.no_grad():
+        inference = decoder.synthesis(ws)  # hidden maps modulated in place
+    differentiable = decoder.synthesis(ws.clone().requires_grad_(True))  # the autograd path
+    assert float((inference - differentiable.detach()).abs().max()) < 1e-5
+    # A block called directly leaves its input as it was (only the network's own maps are reused).
+    block = decoder.synthesis_network.blocks[0]
+    x = torch.randn(2, 512, 4, 4)
+    kept = x.clone()
+    with torch.no_grad():
+        block(x, ws[:, 1:4])
+    assert torch.equal(x, kept)
 
 
 @pytest.mark.slow

@@ -41,9 +41,11 @@ def _load_model(args: argparse.Namespace) -> DAPFSR:
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
+    from facetools_dapfsr.allocator import retain_freed_memory
     from facetools_dapfsr.evaluation.bench import BenchConfig, run_benchmark
     from facetools_dapfsr.fileio import atomic_write_text, check_can_create
 
+    retain_freed_memory()  # as dapfsr upscale does: large batches reuse their buffers
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     config = BenchConfig(
