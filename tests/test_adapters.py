@@ -82,15 +82,18 @@ def test_adapter_folder_format(workspace) -> None:
     folder = folders["warm"]
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]
     config = json.loads((folder / ADAPTER_CONFIG_NAME).read_text())
-    assert config["adapter_type"] == "dapfsr-damma" and config["format_version"] == 1
-    assert config["kind"] == "full" and config["rank"] is None
-    assert config["base_model"] == str((root / "base").resolve()) and config["base_revision"] is None
+    assert config["adapter_type"] == "dapfsr-damma" and config["format_version"] == 2
+    assert config["peft_type"] == "DAMMA" and config["kind"] == "full" and config["r"] is None
+    assert config["base_model_name_or_path"] == str((root / "base").resolve()) and config["revision"] is None
+    assert not {"rank", "base_model", "base_revision"} & set(config)  # the format 1 names
     assert re.fullmatch(r"[0-9a-f]{64}", config["base_model_sha256"])
     assert config["weights_sha256"] == sha256_file(folder / ADAPTER_WEIGHTS_NAME)
     assert (config["num_ws"], config["w_dim"], config["resolution"], config["lr_size"]) == (8, 32, 32, 16)
     model = DAPFSR(DAPFSRConfig.tiny())
     modulation = {"decoder." + n: list(p.shape) for n, p in model.decoder.modulation_parameters()}
     assert config["target_parameters"] == modulation
+    assert config["target_modules"] == sorted({name.rsplit(".", 1)[0] for name in modulation})
+    assert all(module.startswith("decoder.") and module.endswith(".affine") for module in config["target_modules"])
     tensors = load_file(str(folder / ADAPTER_WEIGHTS_NAME))
     assert set(tensors) == set(modulation) | {"damma.alpha", "damma.exemplar_w"}
     assert config["training"]["steps"] == 1 and "settings" in config["training"]
@@ -221,10 +224,228 @@ def test_damma_on_a_model_with_an_active_adapter_starts_from_the_base(workspace,
     assert model.active_adapter == "fresh"
 
 
+# -- several adapters at once (set_adapters), unload ---------------------------------------------
+def mixed_model(base_dir: Path, folders: dict, names=("warm", "cold", "thin")) -> DAPFSR:
+    model = DAPFSR.from_pretrained(base_dir)
+    for name in names:
+        model.load_adapter(folders[name], adapter_name=name, set_active=False)
+    return model
+
+
+def test_set_adapters_with_one_adapter_at_weight_one_is_set_adapter(workspace, base_dir) -> None:
+    _, folders = workspace
+    lr = lr_batch()
+    for name in ("warm", "thin"):  # a full and a low-rank adapter
+        single, mixed = mixed_model(base_dir, folders), mixed_model(base_dir, folders)
+        single.set_adapter(name)
+        mixed.set_adapters([name], weights=[1.0])
+        assert mixed.active_adapters == [name] and mixed.active_adapter == name and mixed.adapter_weights == [1.0]
+        assert same_state(single.state_dict(), mixed.state_dict())
+        assert torch.equal(single.upscale(lr), mixed.upscale(lr))
+        mixed.set_adapters(name)  # a bare name, weight 1 by default
+        assert same_state(single.state_dict(), mixed.state_dict())
+
+
+def test_set_adapters_at_weight_zero_is_the_base_model(workspace, base_dir) -> None:
+    _, folders = workspace
+    lr = lr_batch()
+    base = DAPFSR.from_pretrained(base_dir)
+    model = mixed_model(base_dir, folders)
+    model.set_adapters(["warm"], weights=[0.0])
+    assert same_state(base.state_dict(), model.state_dict())
+    assert torch.equal(base.upscale(lr), model.upscale(lr))
+    model.set_adapters(["warm", "thin"], weights=[0.0, 0.0])
+    assert same_state(base.state_dict(), model.state_dict())
+    model.set_adapters([])
+    assert model.active_adapters == [] and model.active_adapter is None
+    assert same_state(base.state_dict(), model.state_dict())
+
+
+def test_set_adapters_mixes_the_adapted_tensors(workspace, base_dir) -> None:
+    _, folders = workspace
+    lr = lr_batch()
+    base = DAPFSR.from_pretrained(base_dir)
+    base_state = base.state_dict()
+    warm, cold, thin = (Adapter.load(folders[name]) for name in ("warm", "cold", "thin"))
+    model = mixed_model(base_dir, folders)
+
+    # two full adapters at [0.5, 0.5]: the average of their tensors on the base model
+    model.set_adapters(["warm", "cold"], weights=[0.5, 0.5])
+    assert model.active_adapters == ["warm", "cold"] and model.adapter_weights == [0.5, 0.5]
+    average = {name: (warm.tensors[name] + cold.tensors[name]) / 2 for name in warm.config.target_parameters}
+    manual = DAPFSR.from_pretrained(base_dir)
+    manual.load_state_dict(base_state | average)
+    state = model.state_dict()
+    for name in average:
+        assert torch.allclose(state[name], average[name], rtol=0, atol=1e-6), name
+    # equal up to float rounding (the mix sums deltas): the decoder's output agrees to 1e-5; the
+    # consistency step's iterative registration/refinement amplifies rounding, so the full output
+    # is compared with the formula base + sum_i w_i (adapter_i - base), evaluated in that order
+    assert torch.allclose(model.upscale(lr, consistency=False), manual.upscale(lr, consistency=False), atol=1e-5)
+    formula = {
+        name: base_state[name]
+        + 0.5 * (warm.tensors[name] - base_state[name])
+        + 0.5 * (cold.tensors[name] - base_state[name])
+        for name in average
+    }
+    manual.load_state_dict(base_state | formula)
+    assert same_state(manual.state_dict(), model.state_dict())
+    assert torch.equal(model.upscale(lr), manual.upscale(lr))
+    assert not torch.allclose(model.upscale(lr), base.upscale(lr))
+
+    # a full and a low-rank adapter: base + 0.7 * (warm - base) + 0.3 * up @ down
+    model.set_adapters(["warm", "thin"], weights=[0.7, 0.3])
+    state = model.state_dict()
+    for name, shape in thin.config.target_parameters.items():
+        reference = base_state[name]
+        low = (
+            thin.tensors[name + LOWRANK_UP] @ thin.tensors[name + LOWRANK_DOWN]
+            if len(shape) == 2
+            else thin.tensors[name] - reference
+        )
+        expected = reference + 0.7 * (warm.tensors[name] - reference) + 0.3 * low
+        assert torch.allclose(state[name], expected, rtol=0, atol=1e-6), name
+    # the records of how an adapter was made are not mixed into the model
+    assert not any(key.startswith("damma.") for key in state)
+
+
+def test_disable_adapter_and_delete_with_several_active(workspace, base_dir) -> None:
+    _, folders = workspace
+    lr = lr_batch()
+    source = DAPFSR.from_pretrained(base_dir).upscale(lr)
+    model = mixed_model(base_dir, folders)
+    model.set_adapters(["warm", "cold"], weights=[0.7, 0.3])
+    mixed = model.upscale(lr)
+    with model.disable_adapter():
+        assert torch.equal(model.upscale(lr), source)
+        assert model.active_adapters == ["warm", "cold"]  # still the active ones, only suspended
+    assert torch.equal(model.upscale(lr), mixed)
+    with pytest.raises(KeyError, match="are active together; pass adapter_name"):
+        model.save_adapter(base_dir.parent / "which")
+    model.delete_adapter("warm")  # the rest of the mix stays, with its weight
+    assert model.active_adapters == ["cold"] and model.adapter_weights == [0.3]
+    expected = mixed_model(base_dir, folders, names=("cold",))
+    expected.set_adapters(["cold"], weights=[0.3])
+    assert torch.equal(model.upscale(lr), expected.upscale(lr))
+
+
+@pytest.mark.parametrize(
+    ("names", "weights", "message"),
+    [
+        (["warm", "nir"], None, r"no adapter named 'nir'; loaded: warm, cold, thin"),
+        (["warm", "cold"], [0.5], r"2 adapter name\(s\) but 1 weight\(s\)"),
+        (["warm"], [0.5, 0.5], r"1 adapter name\(s\) but 2 weight\(s\)"),
+        (["warm", "cold"], [0.5, float("nan")], r"weight of adapter 'cold' must be a finite number, got nan"),
+        (["warm"], [float("inf")], r"weight of adapter 'warm' must be a finite number, got inf"),
+        (["warm"], ["0.5"], r"weight of adapter 'warm' must be a finite number, got '0.5'"),
+        (["warm", "warm"], [0.5, 0.5], r"adapter\(s\) named more than once: warm"),
+    ],
+    ids=["unknown", "too-few-weights", "too-many-weights", "nan", "inf", "not-a-number", "repeated"],
+)
+def test_set_adapters_refuses_bad_arguments_and_leaves_the_model_unchanged(
+    workspace, base_dir, names, weights, message
+) -> None:
+    _, folders = workspace
+    model = mixed_model(base_dir, folders)
+    model.set_adapters(["warm", "thin"], weights=[0.6, 0.4])
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=message):
+        model.set_adapters(names, weights=weights)
+    assert same_state(before, model.state_dict())
+    assert model.active_adapters == ["warm", "thin"] and model.adapter_weights == [0.6, 0.4]
+
+
+def test_set_adapters_on_a_model_without_adapters(base_dir) -> None:
+    model = DAPFSR.from_pretrained(base_dir)
+    with pytest.raises(ValueError, match="no adapter named 'warm'; loaded: none"):
+        model.set_adapters(["warm"])
+    assert model.active_adapters == [] and model.adapter_weights == []
+
+
+def test_unload_restores_the_base_and_forgets_every_adapter(workspace, base_dir) -> None:
+    _, folders = workspace
+    lr = lr_batch()
+    base = DAPFSR.from_pretrained(base_dir)
+    model = mixed_model(base_dir, folders)
+    model.set_adapters(["warm", "cold", "thin"], weights=[0.5, 0.3, 0.2])
+    assert model.unload() is model
+    assert model.adapter_names == [] and model.active_adapters == [] and model.active_adapter is None
+    assert same_state(base.state_dict(), model.state_dict())
+    assert torch.equal(model.upscale(lr), base.upscale(lr))
+    assert model.unload() is model  # nothing to unload: no error
+    model.load_adapter(folders["warm"])  # adapters attach again afterwards
+    assert torch.equal(model.upscale(lr), DAPFSR.from_pretrained(base_dir, adapter=folders["warm"]).upscale(lr))
+    with model.disable_adapter():  # unloading inside the block leaves the base after it, too
+        model.unload()
+    assert same_state(base.state_dict(), model.state_dict()) and model.adapter_names == []
+
+
+# -- the format 1 layout (before PEFT's names) -----------------------------------------------------
+def _format_1_adapter(folder: Path, target: Path) -> Path:
+    """The adapter as format 1 wrote it: DAP-FSR's own field names, no peft_type/target_modules."""
+
+    def edit(config):
+        for old, new in (("rank", "r"), ("base_model", "base_model_name_or_path"), ("base_revision", "revision")):
+            config[old] = config.pop(new)
+        del config["peft_type"], config["target_modules"]
+        config["format_version"] = 1
+
+    return _rewrite(folder, target, edit_config=edit)
+
+
+def test_an_adapter_in_the_format_1_layout_still_loads(workspace, base_dir, tmp_path) -> None:
+    _, folders = workspace
+    lr = lr_batch()
+    for name in ("warm", "thin"):
+        old = _format_1_adapter(folders[name], tmp_path / f"old-{name}")
+        written = json.loads((old / ADAPTER_CONFIG_NAME).read_text())
+        assert written["format_version"] == 1 and "rank" in written and "r" not in written
+        adapter = Adapter.load(old)
+        current = Adapter.load(folders[name])
+        assert adapter.config.r == current.config.r and adapter.config.rank == current.config.r
+        assert adapter.config.base_model_name_or_path == current.config.base_model_name_or_path
+        assert adapter.config.base_model == current.config.base_model_name_or_path
+        assert adapter.config.target_modules == current.config.target_modules
+        model = DAPFSR.from_pretrained(base_dir, adapter=old)
+        expected = DAPFSR.from_pretrained(base_dir, adapter=folders[name])
+        assert torch.equal(model.upscale(lr), expected.upscale(lr))
+        # saved again, it is written in the current format
+        again = json.loads((model.save_adapter(tmp_path / f"again-{name}") / ADAPTER_CONFIG_NAME).read_text())
+        assert again["format_version"] == 2 and again["r"] == written["rank"] and "rank" not in again
+
+
+def test_a_format_1_adapter_keeps_its_integrity_checks(workspace, base_dir, tmp_path) -> None:
+    _, folders = workspace
+    model = DAPFSR.from_pretrained(base_dir)
+    tampered = _tampered_adapter(_format_1_adapter(folders["warm"], tmp_path / "old"), tmp_path / "tampered")
+    with pytest.raises(AdapterError, match="does not match the sha256 recorded in adapter_config.json"):
+        model.load_adapter(tampered)
+    other = _rewrite(
+        _format_1_adapter(folders["warm"], tmp_path / "old2"),
+        tmp_path / "other",
+        edit_config=lambda c: c.update(base_model_sha256="0" * 64, base_model="someone/else"),
+    )
+    with pytest.raises(AdapterError, match=r"made for another base model \(someone/else"):
+        model.load_adapter(other)
+    mixed = _rewrite(
+        folders["warm"], tmp_path / "mixed", edit_config=lambda c: c.update(format_version=1, rank=None)
+    )  # format 1 does not know the PEFT names, format 2 not the old ones
+    with pytest.raises(AdapterError, match="unknown field"):
+        model.load_adapter(mixed)
+    with pytest.raises(AdapterError, match=r"unknown field\(s\) rank"):
+        model.load_adapter(
+            _rewrite(folders["warm"], tmp_path / "v2-old-name", edit_config=lambda c: c.update(rank=None))
+        )
+    assert model.adapter_names == []
+
+
 # -- refusals: clear error, model unchanged ----------------------------------------------------
-def _rewrite(folder: Path, target: Path, edit_config=None, edit_tensors=None, keep_hash: bool = False) -> Path:
+def _rewrite(
+    folder: Path, target: Path, edit_config=None, edit_tensors=None, keep_hash: bool = False, sync_modules: bool = True
+) -> Path:
     """Copy an adapter folder with edited config/tensors; the recorded hash matches the new file
-    unless ``keep_hash`` (then the copy looks tampered with)."""
+    unless ``keep_hash`` (then the copy looks tampered with). ``target_modules`` follows an
+    edited ``target_parameters`` (as any writer's would) unless ``sync_modules`` is false."""
     adapter = Adapter.load(folder)
     config = json.loads((folder / ADAPTER_CONFIG_NAME).read_text())
     tensors = dict(adapter.tensors)
@@ -232,6 +453,8 @@ def _rewrite(folder: Path, target: Path, edit_config=None, edit_tensors=None, ke
         edit_tensors(tensors)
     if edit_config:
         edit_config(config)
+    if sync_modules and "target_modules" in config and isinstance(config["target_parameters"], dict):
+        config["target_modules"] = sorted({name.rsplit(".", 1)[0] for name in config["target_parameters"]})
     from safetensors.torch import save_file
 
     target.mkdir(parents=True)
@@ -245,7 +468,7 @@ def _rewrite(folder: Path, target: Path, edit_config=None, edit_tensors=None, ke
 def _other_base_adapter(folder: Path, target: Path) -> Path:
     def edit(config):
         config["base_model_sha256"] = "0" * 64
-        config["base_model"] = "someone/else"
+        config["base_model_name_or_path"] = "someone/else"
 
     return _rewrite(folder, target, edit_config=edit)
 
@@ -281,7 +504,7 @@ def _tampered_adapter(folder: Path, target: Path) -> Path:
 
 def _inconsistent_adapter(folder: Path, target: Path) -> Path:
     # claims to be low-rank but holds full tensors (hash recomputed: a bad writer, not tampering)
-    return _rewrite(folder, target, edit_config=lambda c: c.update(kind="lowrank", rank=2))
+    return _rewrite(folder, target, edit_config=lambda c: c.update(kind="lowrank", r=2))
 
 
 def _listed_targets_adapter(folder: Path, target: Path) -> Path:
@@ -311,6 +534,13 @@ def _non_finite_adapter(folder: Path, target: Path) -> Path:
 
 def _future_adapter(folder: Path, target: Path) -> Path:
     return _rewrite(folder, target, edit_config=lambda c: c.update(format_version=99))
+
+
+def _wrong_target_modules_adapter(folder: Path, target: Path) -> Path:
+    def config(c):
+        c["target_modules"] = c["target_modules"][1:] + ["encoder.ale.0.fc"]
+
+    return _rewrite(folder, target, edit_config=config, sync_modules=False)
 
 
 def _foreign_parameter_adapter(folder: Path, target: Path) -> Path:
@@ -351,6 +581,12 @@ def _foreign_parameter_adapter(folder: Path, target: Path) -> Path:
         ),
         (_scalar_shape_adapter, AdapterError, r"adapter_config.json: target_parameters\['.*'\] must be a shape"),
         (_null_base_hash_adapter, AdapterError, r"adapter_config.json: base_model_sha256 must be a string, got None"),
+        (
+            _wrong_target_modules_adapter,
+            AdapterError,
+            r"adapter_config.json: target_modules must list the modules of target_parameters, sorted \(missing: "
+            r"decoder\.blocks\.0\.convs\.0\.affine; not targeted: encoder\.ale\.0\.fc\)",
+        ),
         (lambda folder, target: target, FileNotFoundError, r"no such model folder|has no adapter_config.json"),
     ],
     ids=[
@@ -365,6 +601,7 @@ def _foreign_parameter_adapter(folder: Path, target: Path) -> Path:
         "listed-targets",
         "scalar-shape",
         "null-base-hash",
+        "wrong-target-modules",
         "missing",
     ],  # fmt: skip
 )
@@ -448,7 +685,7 @@ def test_a_rebuilt_prior_cache_still_accepts_an_adapter_of_the_builtin_model(wei
     builtin = DAPFSR.default()
     targets = {"decoder." + n: p for n, p in builtin.decoder.modulation_parameters()}
     config = AdapterConfig(
-        kind="full", rank=None, base_model_sha256=model_fingerprint(builtin),
+        kind="full", r=None, base_model_sha256=model_fingerprint(builtin),
         target_parameters={n: list(p.shape) for n, p in targets.items()},
         num_ws=builtin.num_ws, w_dim=builtin.w_dim, resolution=builtin.config.hr_size, lr_size=builtin.config.lr_size,
     )  # fmt: skip

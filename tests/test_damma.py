@@ -197,7 +197,7 @@ def test_cli_adapt_writes_an_adapter_the_model_loads(tmp_path, model, yaleb_phot
     loaded = DAPFSR.from_pretrained(base, adapter=out)
     assert loaded.active_adapter == "default"
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["kind"] == "lowrank" and config["rank"] == 2 and config["base_model"] == str(base.resolve())
+    assert config["kind"] == "lowrank" and config["r"] == 2 and config["base_model_name_or_path"] == str(base.resolve())
 
 
 def test_cli_adapt_reports_bad_exemplars_in_one_line(tmp_path, model, weights_cache) -> None:

@@ -302,15 +302,15 @@ def adapter_from_delta(
     tensors[EXEMPLAR_CODE_KEY] = exemplar_code.detach().float().cpu().clone()
     config = AdapterConfig(
         kind=delta.kind,
-        rank=delta.rank,
+        r=delta.rank,
         base_model_sha256=registry.base_sha256,
         target_parameters={name: list(registry.base[name].shape) for name in delta.names},
         num_ws=model.num_ws,
         w_dim=model.w_dim,
         resolution=model.config.hr_size,
         lr_size=model.config.lr_size,
-        base_model=registry.base_model,
-        base_revision=registry.base_revision,
+        base_model_name_or_path=registry.base_model,
+        revision=registry.base_revision,
         base_decoder=model.config.decoder.type,
         training=training or {},
     )

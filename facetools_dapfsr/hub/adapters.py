@@ -4,7 +4,10 @@ An adapter folder (or Hub repo) holds three files:
 
 - ``adapter_config.json``: :class:`AdapterConfig` (type, format version, the base model's id,
   revision and content hash, target parameter names and shapes, W+ size, resolution, the
-  sha256 of the weights file and, for the record, the DAMMA settings and outcome);
+  sha256 of the weights file and, for the record, the DAMMA settings and outcome). Where a field
+  means what a PEFT field means it has PEFT's name (``peft_type``, ``base_model_name_or_path``,
+  ``revision``, ``r``, ``target_modules``); format 1 files, written before, are still read (see
+  :data:`FORMAT_1_NAMES`);
 - ``adapter_model.safetensors``: the adapted tensors keyed as in the base model's state dict
   (``decoder.<...>.affine.weight``...). A low-rank adapter stores each 2-D weight as two factors
   ``<name>.lowrank_up [out, r]`` and ``<name>.lowrank_down [r, in]`` with
@@ -26,6 +29,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import string
 import tempfile
@@ -55,7 +59,12 @@ if TYPE_CHECKING:
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 ADAPTER_TYPE = "dapfsr-damma"
-ADAPTER_FORMAT_VERSION = 1
+ADAPTER_FORMAT_VERSION = 2
+"""2: PEFT's field names (format 1 had ``rank``, ``base_model``, ``base_revision``), plus
+``peft_type`` and ``target_modules``."""
+PEFT_TYPE = "DAMMA"
+FORMAT_1_NAMES = {"rank": "r", "base_model": "base_model_name_or_path", "base_revision": "revision"}
+"""Format 1 field name -> its format 2 (PEFT) name; read from format 1 files only."""
 DEFAULT_ADAPTER_NAME = "default"
 KINDS = ("full", "lowrank")
 
@@ -78,9 +87,9 @@ class AdapterConfig:
     """What ``adapter_config.json`` holds."""
 
     kind: str
-    """``"full"`` (adapted tensors) or ``"lowrank"`` (rank-``rank`` deltas on 2-D weights)."""
-    rank: int | None
-    """Rank of the low-rank deltas; ``None`` for a full adapter."""
+    """``"full"`` (adapted tensors) or ``"lowrank"`` (rank-``r`` deltas on 2-D weights)."""
+    r: int | None
+    """Rank of the low-rank deltas (PEFT's ``r``); ``None`` for a full adapter."""
     base_model_sha256: str
     """Content hash of the base model's tensors (see :func:`model_fingerprint`): the check that
     decides whether this adapter fits a model."""
@@ -91,27 +100,45 @@ class AdapterConfig:
     resolution: int
     """The base model's HR size."""
     lr_size: int
-    base_model: str | None = None
-    """Hub id or local path the base model was loaded from (informational)."""
-    base_revision: str | None = None
-    """Commit hash of the base model when it came from the Hub."""
+    base_model_name_or_path: str | None = None
+    """Hub id or local path the base model was loaded from (informational; format 1: ``base_model``)."""
+    revision: str | None = None
+    """Commit hash of the base model when it came from the Hub (format 1: ``base_revision``)."""
     base_decoder: str | None = None
     """Decoder type of the base model (``mobilestylegan``, ``stylegan2``): sets the card's licence."""
     weights_sha256: str = ""
     """sha256 of ``adapter_model.safetensors``; loading refuses a file that does not match."""
     training: dict[str, Any] = field(default_factory=dict)
     """DAMMA settings and outcome (steps, convergence, losses), for the record."""
+    target_modules: list[str] = field(default_factory=list)
+    """Names of the modules that own the target parameters (PEFT's ``target_modules``), derived
+    from :attr:`target_parameters`: filled in when empty, refused when it disagrees."""
+    peft_type: str = PEFT_TYPE
+    """PEFT-style method name; ``adapter_type`` is what identifies a DAP-FSR adapter."""
     adapter_type: str = ADAPTER_TYPE
     format_version: int = ADAPTER_FORMAT_VERSION
     library_version: str = ""
 
+    # Format 1 names, for code written against them.
+    @property
+    def rank(self) -> int | None:
+        return self.r
+
+    @property
+    def base_model(self) -> str | None:
+        return self.base_model_name_or_path
+
+    @property
+    def base_revision(self) -> str | None:
+        return self.revision
+
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise AdapterError(f"adapter kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if (self.kind == "lowrank") != (self.rank is not None):
-            raise AdapterError(f"a {self.kind} adapter {'needs' if self.kind == 'lowrank' else 'has no'} rank")
-        if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
-            raise AdapterError(f"rank must be an integer of at least 1, got {self.rank!r}")
+        if (self.kind == "lowrank") != (self.r is not None):
+            raise AdapterError(f"a {self.kind} adapter {'needs' if self.kind == 'lowrank' else 'has no'} rank r")
+        if self.r is not None and (not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1):
+            raise AdapterError(f"r (the rank) must be an integer of at least 1, got {self.r!r}")
         if not isinstance(self.target_parameters, dict):
             raise AdapterError(
                 f"target_parameters must map parameter names to shapes, got {type(self.target_parameters).__name__}"
@@ -122,10 +149,21 @@ class AdapterConfig:
         for name in ("num_ws", "w_dim", "resolution", "lr_size", "format_version"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise AdapterError(f"{name} must be an integer, got {getattr(self, name)!r}")
-        for name in ("base_model_sha256", "weights_sha256", "adapter_type", "library_version"):
+        for name in ("base_model_sha256", "weights_sha256", "peft_type", "adapter_type", "library_version"):
             if not isinstance(getattr(self, name), str):
                 raise AdapterError(f"{name} must be a string, got {getattr(self, name)!r}")
-        for name in ("base_model", "base_revision", "base_decoder"):
+        derived = module_names(self.target_parameters)
+        if not isinstance(self.target_modules, list) or (self.target_modules and self.target_modules != derived):
+            listed = self.target_modules if isinstance(self.target_modules, list) else []
+            missing = sorted(set(derived) - set(map(str, listed)))[:MAX_LISTED]
+            extra = sorted(set(map(str, listed)) - set(derived))[:MAX_LISTED]
+            raise AdapterError(
+                "target_modules must list the modules of target_parameters, sorted "
+                f"(missing: {', '.join(missing) or 'none'}; not targeted: {', '.join(extra) or 'none'}), "
+                f"got {type(self.target_modules).__name__} of {len(listed)}"
+            )
+        self.target_modules = derived
+        for name in ("base_model_name_or_path", "revision", "base_decoder"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise AdapterError(f"{name} must be a string or null, got {getattr(self, name)!r}")
         if not isinstance(self.training, dict):
@@ -145,6 +183,14 @@ class AdapterConfig:
                 f"{source}: adapter format version {version!r} is not supported "
                 f"(this package reads up to {ADAPTER_FORMAT_VERSION}); upgrade facetools-dapfsr"
             )
+        if version < 2:
+            # Format 1: the same fields under DAP-FSR's own names (no peft_type, no target_modules).
+            for old, new in FORMAT_1_NAMES.items():
+                if old in data:
+                    data[new] = data.pop(old)
+            for name in ("peft_type", "target_modules"):
+                if name in data:
+                    raise AdapterError(f"{source}: unknown field(s) {name} (format {version})")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -210,6 +256,18 @@ class Adapter:
                 adapted[name] = (reference.float() + delta).to(reference.dtype)
         return adapted
 
+    def deltas(self, base: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Target name -> ``adapted - base`` in float32 (``up @ down`` for a low-rank weight)."""
+        deltas = {}
+        for name in self.config.target_parameters:
+            reference = base[name]
+            if name in self.tensors:
+                deltas[name] = self.tensors[name].to(reference.device, torch.float32) - reference.float()
+            else:
+                up, down = self.tensors[name + LOWRANK_UP], self.tensors[name + LOWRANK_DOWN]
+                deltas[name] = up.to(reference.device, torch.float32) @ down.to(reference.device, torch.float32)
+        return deltas
+
     # -- files ------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write the adapter folder (weights, config with the weights' sha256, README)."""
@@ -223,7 +281,10 @@ class Adapter:
             # order, so two keys would make the same adapter hash differently in each process.
             save_file(tensors, str(tmp), metadata={"format": "pt"})
             digest = sha256_file(tmp)
-        config = dataclasses.replace(self.config, weights_sha256=digest, library_version=__version__)
+        # Always written in the current format, whatever format the adapter was read from.
+        config = dataclasses.replace(
+            self.config, weights_sha256=digest, library_version=__version__, format_version=ADAPTER_FORMAT_VERSION
+        )
         atomic_write_text(directory / README_NAME, render_card(config, self))
         # The config goes last: a folder with a config always has the files it describes.
         atomic_write_text(directory / ADAPTER_CONFIG_NAME, config.to_json_string())
@@ -265,6 +326,11 @@ class Adapter:
         return adapter
 
 
+def module_names(target_parameters: Mapping[str, Any]) -> list[str]:
+    """The modules (PEFT's ``target_modules``) that own these parameters, sorted, each once."""
+    return sorted({name.rpartition(".")[0] or name for name in target_parameters})
+
+
 def expected_shapes(config: AdapterConfig) -> dict[str, tuple[int, ...]]:
     """File key -> shape that an adapter with this config must hold."""
     shapes: dict[str, tuple[int, ...]] = {
@@ -274,9 +340,9 @@ def expected_shapes(config: AdapterConfig) -> dict[str, tuple[int, ...]]:
     for name, listed in config.target_parameters.items():
         shape = tuple(listed)
         if config.kind == "lowrank" and len(shape) == 2:
-            assert config.rank is not None  # __post_init__: a lowrank adapter has a rank
-            shapes[name + LOWRANK_UP] = (shape[0], config.rank)
-            shapes[name + LOWRANK_DOWN] = (config.rank, shape[1])
+            assert config.r is not None  # __post_init__: a lowrank adapter has a rank
+            shapes[name + LOWRANK_UP] = (shape[0], config.r)
+            shapes[name + LOWRANK_DOWN] = (config.r, shape[1])
         else:
             shapes[name] = shape
     return shapes
@@ -304,16 +370,16 @@ def render_card(config: AdapterConfig, adapter: Adapter) -> str:
     """README.md of an adapter repo: the template with this adapter's facts filled in."""
     training = config.training
     alpha = adapter.alpha.float()
-    hub_base = bool(config.base_model and not _is_local_path(config.base_model))
+    hub_base = bool(config.base_model_name_or_path and not _is_local_path(config.base_model_name_or_path))
     values = {
-        "base_model": config.base_model or "not recorded",
-        "base_model_ref": config.base_model if hub_base else "<folder of the base model>",
+        "base_model": config.base_model_name_or_path or "not recorded",
+        "base_model_ref": config.base_model_name_or_path if hub_base else "<folder of the base model>",
         # Only a Hub id belongs in the card's metadata; a local path means nothing to readers.
-        "base_model_line": f"base_model: {config.base_model}\n" if hub_base else "",
-        "base_revision": config.base_revision or "not recorded (local model)",
+        "base_model_line": f"base_model: {config.base_model_name_or_path}\n" if hub_base else "",
+        "base_revision": config.revision or "not recorded (local model)",
         "base_model_sha256": config.base_model_sha256,
         "kind": "low-rank" if config.kind == "lowrank" else "full",
-        "rank": str(config.rank) if config.rank is not None else "n/a",
+        "rank": str(config.r) if config.r is not None else "n/a",
         "num_targets": str(len(config.target_parameters)),
         "num_parameters": f"{sum(t.numel() for k, t in adapter.tensors.items() if not k.startswith('damma.')):,}",
         "num_ws": str(config.num_ws),
@@ -330,6 +396,7 @@ def render_card(config: AdapterConfig, adapter: Adapter) -> str:
         "weights_sha256": config.weights_sha256,
         "library_version": config.library_version or "unknown",
         "adapter_type": config.adapter_type,
+        "peft_type": config.peft_type,
         "format_version": str(config.format_version),
         "metrics": metrics_table(training.get("metrics", [])),
         "licence": licence_section(config.base_decoder, trained_on_celeba=False),
@@ -416,7 +483,8 @@ def record_base_source(model: DAPFSR, model_id_or_path: str | Path, revision: st
 
 # -- the registry on a model -----------------------------------------------------------------
 class AdapterRegistry:
-    """The adapters attached to one model, the active one, and the base tensors they replace.
+    """The adapters attached to one model, the active ones with their weights, and the base
+    tensors they replace.
 
     Created by :func:`registry_of` (no I/O): it copies the base values of the decoder's
     modulation parameters once, while no adapter is applied, and hashes the base state dict.
@@ -431,8 +499,14 @@ class AdapterRegistry:
         self._legacy_sha256: str | None = None
         self.base_model, self.base_revision = model.__dict__.get("_dapfsr_base_source", (None, None))
         self.adapters: dict[str, Adapter] = {}
-        self.active: str | None = None
+        self.active_names: list[str] = []
+        self.weights: list[float] = []
         self._suspended = 0  # depth of nested disable() blocks
+
+    @property
+    def active(self) -> str | None:
+        """The first active adapter (PEFT's ``active_adapter``), or None when the base runs."""
+        return self.active_names[0] if self.active_names else None
 
     def legacy_sha256(self) -> str:
         """The base model's fingerprint as adapters made before fingerprint format 2 recorded it
@@ -473,9 +547,9 @@ class AdapterRegistry:
         if problems:
             raise AdapterError(f"adapter {source} does not fit this model: {'; '.join(problems)}")
         if config.base_model_sha256 != self.base_sha256 and config.base_model_sha256 != self.legacy_sha256():
-            made_for = config.base_model or "an unrecorded model"
-            if config.base_revision:
-                made_for += f"@{config.base_revision}"
+            made_for = config.base_model_name_or_path or "an unrecorded model"
+            if config.revision:
+                made_for += f"@{config.revision}"
             raise AdapterError(
                 f"adapter {source} was made for another base model ({made_for}, tensors sha256 "
                 f"{config.base_model_sha256[:12]}...); this model's tensors hash to {self.base_sha256[:12]}...; "
@@ -490,22 +564,30 @@ class AdapterRegistry:
             raise ValueError(f"adapter_name must be a non-empty string, got {name!r}")
         self.check_compatible(adapter, source)
         self.adapters[name] = adapter
-        # Replacing the active adapter under its own name takes effect at once.
-        if set_active or self.active == name:
+        if set_active:
             self.set_active(name)
+        elif name in self.active_names:
+            # Replacing an active adapter under its own name takes effect at once.
+            self.set_mix(self.active_names, self.weights)
 
     def set_active(self, name: str | None) -> None:
         if name is not None and name not in self.adapters:
             raise KeyError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters) or 'none'}")
-        self.active = name
+        self.set_mix([] if name is None else [name], [] if name is None else [1.0])
+
+    def set_mix(self, names: list[str], weights: list[float]) -> None:
+        """Activate ``names`` with ``weights`` (already checked by :func:`check_mix`)."""
+        self.active_names, self.weights = list(names), list(weights)
         if not self._suspended:
-            self._write(name)
+            self._write_mix()
 
     def delete(self, name: str) -> None:
         if name not in self.adapters:
             raise KeyError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters) or 'none'}")
-        if self.active == name:
-            self.set_active(None)
+        if name in self.active_names:
+            # The others of a mix stay active with their weights; alone, the base comes back.
+            kept = [(n, w) for n, w in zip(self.active_names, self.weights, strict=True) if n != name]
+            self.set_mix([n for n, _ in kept], [w for _, w in kept])
         del self.adapters[name]
 
     @contextlib.contextmanager
@@ -518,15 +600,80 @@ class AdapterRegistry:
         finally:
             self._suspended -= 1
             if not self._suspended:
-                self._write(self.active)
+                self._write_mix()
 
-    def _write(self, name: str | None) -> None:
-        """Copy the base values, or the named adapter's values, into the model's parameters."""
-        values = self.base if name is None else self.adapters[name].adapted_tensors(self.base)
+    def mixed_tensors(self) -> dict[str, torch.Tensor]:
+        """Target name -> ``base + sum_i w_i * (adapter_i - base)`` for the active adapters.
+
+        One adapter at weight 1 gives its adapted values exactly (as :meth:`Adapter.adapted_tensors`);
+        otherwise the sum is taken in float32 (low-rank adapters contribute ``w * up @ down``) and
+        cast to the parameter's dtype; a weight of 0 contributes nothing. Only the modulation
+        tensors mix: an adapter's ``damma.alpha`` and ``damma.exemplar_w`` are records of how it
+        was made and take no part in upscaling.
+        """
+        if len(self.active_names) == 1 and self.weights[0] == 1.0:
+            return self.adapters[self.active_names[0]].adapted_tensors(self.base)
+        sums: dict[str, torch.Tensor] = {}
+        for name, weight in zip(self.active_names, self.weights, strict=True):
+            if weight == 0.0:
+                continue
+            for key, delta in self.adapters[name].deltas(self.base).items():
+                sums[key] = sums.get(key, self.base[key].float()) + weight * delta
+        return {key: value.to(self.base[key].dtype) for key, value in sums.items()}
+
+    def _write_mix(self) -> None:
+        self._write(self.mixed_tensors() if self.active_names else None)
+
+    def _write(self, values: Mapping[str, torch.Tensor] | None) -> None:
+        """Copy the base values, or ``values`` (where given), into the model's parameters."""
+        values = self.base if values is None else values
         parameters = dict(self.model.named_parameters())
         with torch.no_grad():
             for key in self.base:
                 parameters[key].copy_(values.get(key, self.base[key]))
+
+
+def check_mix(
+    registry: AdapterRegistry | None, names: str | list[str], weights: float | list[float] | None
+) -> tuple[list[str], list[float]]:
+    """``set_adapters``' arguments as lists, or a :class:`ValueError` that says what is wrong."""
+    listed = [names] if isinstance(names, str) else list(names)
+    loaded = list(registry.adapters) if registry is not None else []
+    if not all(isinstance(name, str) for name in listed):
+        raise ValueError(f"adapter names must be strings, got {listed!r}")
+    unknown = [name for name in listed if name not in loaded]
+    if unknown:
+        raise ValueError(f"no adapter named {', '.join(map(repr, unknown))}; loaded: {', '.join(loaded) or 'none'}")
+    duplicates = sorted({name for name in listed if listed.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"adapter(s) named more than once: {', '.join(duplicates)}")
+    if weights is None:
+        values: list[float] = [1.0] * len(listed)
+    else:
+        values = [weights] if isinstance(weights, (int, float)) else list(weights)
+    if len(values) != len(listed):
+        raise ValueError(f"{len(listed)} adapter name(s) but {len(values)} weight(s)")
+    for name, weight in zip(listed, values, strict=True):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise ValueError(f"the weight of adapter {name!r} must be a finite number, got {weight!r}")
+    return listed, [float(w) for w in values]
+
+
+def set_adapters(model: DAPFSR, names: str | list[str], weights: float | list[float] | None = None) -> None:
+    listed, values = check_mix(existing_registry(model), names, weights)
+    registry_of(model).set_mix(listed, values)
+
+
+def unload(model: DAPFSR) -> None:
+    """Restore the base tensors and forget every adapter (and the registry with its base copy)."""
+    registry = existing_registry(model)
+    if registry is None:
+        return
+    registry.set_mix([], [])
+    if registry._suspended:  # inside disable_adapter(): the base is in place already
+        registry._write(None)
+    registry.adapters.clear()
+    del model.__dict__["_dapfsr_adapters"]
 
 
 def registry_of(model: DAPFSR) -> AdapterRegistry:
@@ -579,6 +726,8 @@ def add_adapter(model: DAPFSR, adapter: Adapter, adapter_name: str, set_active: 
 
 def get_adapter(model: DAPFSR, adapter_name: str | None) -> Adapter:
     registry = existing_registry(model)
+    if adapter_name is None and registry is not None and len(registry.active_names) > 1:
+        raise KeyError(f"adapters {', '.join(registry.active_names)} are active together; pass adapter_name")
     name = adapter_name if adapter_name is not None else (registry.active if registry else None)
     if registry is None or name is None:
         raise KeyError("no adapter is active; pass adapter_name" if registry else "this model has no adapters")

@@ -266,30 +266,77 @@ class DAPFSR(nn.Module):
         return add_adapter(self, adapter, adapter_name, set_active=set_active)
 
     def set_adapter(self, adapter_name: str) -> None:
-        """Make a loaded adapter the active one."""
+        """Make a loaded adapter the only active one (``set_adapters([adapter_name])``).
+
+        Raises:
+            KeyError: no adapter of that name is loaded.
+        """
         from facetools_dapfsr.hub.adapters import registry_of
 
         registry_of(self).set_active(adapter_name)
 
+    def set_adapters(self, adapter_names: str | list[str], weights: float | list[float] | None = None) -> None:
+        """Activate several loaded adapters at once, mixed with ``weights`` (default 1 each).
+
+        The decoder's modulation tensors become ``base + sum_i weights[i] * (adapter_i - base)``
+        (a low-rank adapter contributes ``weights[i] * up @ down``): ``set_adapters(["nir",
+        "old-camera"], weights=[0.7, 0.3])``. One adapter at weight 1 is exactly
+        :meth:`set_adapter`; weight 0 leaves the base; an empty list runs the base model. Only
+        the modulation tensors are mixed: the adapters' ``alpha`` and exemplar codes are records
+        of how they were made and play no part in upscaling. Every adapter was checked against
+        this base model when it was loaded.
+
+        Raises:
+            ValueError: an unknown or repeated name, as many weights as names not given, or a
+                weight that is not a finite number. The model is left unchanged.
+        """
+        from facetools_dapfsr.hub.adapters import set_adapters
+
+        set_adapters(self, adapter_names, weights)
+
+    def unload(self) -> DAPFSR:
+        """Remove every adapter and restore the base tensors (PEFT's ``unload``); returns ``self``."""
+        from facetools_dapfsr.hub.adapters import unload
+
+        unload(self)
+        return self
+
     def disable_adapter(self) -> contextlib.AbstractContextManager[None]:
-        """Context manager: the base model inside the block, the active adapter again after it."""
+        """Context manager: the base model inside the block, the active adapter(s) again after it."""
         from facetools_dapfsr.hub.adapters import base_model_only
 
         return base_model_only(self)
 
     def delete_adapter(self, adapter_name: str) -> None:
-        """Forget an adapter; deleting the active one restores the base model."""
+        """Forget an adapter; deleting the only active one restores the base model, deleting one
+        of a mix leaves the others active with their weights."""
         from facetools_dapfsr.hub.adapters import registry_of
 
         registry_of(self).delete(adapter_name)
 
     @property
     def active_adapter(self) -> str | None:
-        """Name of the active adapter, or None when the base model runs."""
+        """Name of the active adapter (the first one of a mix), or None when the base model runs."""
         from facetools_dapfsr.hub.adapters import existing_registry
 
         registry = existing_registry(self)
         return registry.active if registry is not None else None
+
+    @property
+    def active_adapters(self) -> list[str]:
+        """Names of the active adapters (PEFT's ``active_adapters``); empty when the base runs."""
+        from facetools_dapfsr.hub.adapters import existing_registry
+
+        registry = existing_registry(self)
+        return list(registry.active_names) if registry is not None else []
+
+    @property
+    def adapter_weights(self) -> list[float]:
+        """The weights of :attr:`active_adapters`, in the same order."""
+        from facetools_dapfsr.hub.adapters import existing_registry
+
+        registry = existing_registry(self)
+        return list(registry.weights) if registry is not None else []
 
     @property
     def adapter_names(self) -> list[str]:
@@ -300,7 +347,7 @@ class DAPFSR(nn.Module):
         return list(registry.adapters) if registry is not None else []
 
     def save_adapter(self, save_directory: str | Path, adapter_name: str | None = None) -> Path:
-        """Write an adapter (default: the active one) as ``adapter_config.json`` +
+        """Write an adapter (default: the active one; name it when several are) as ``adapter_config.json`` +
         ``adapter_model.safetensors`` + ``README.md``."""
         from facetools_dapfsr.hub.adapters import save_adapter
 
