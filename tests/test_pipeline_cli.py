@@ -387,8 +387,8 @@ def test_aligned_crops_run_without_a_detector(data_dir, tmp_path, capsys):
     assert np.allclose(record["faces"][0]["landmarks"], template_points(16), atol=0.01)
     assert record["faces"][0]["path"] == "super-resolved"
     assert records["wide.png"]["status"] == "failed" and "square" in capsys.readouterr().err
-    out = torch.from_numpy(np.asarray(Image.open(record["output"]).convert("RGB"))).permute(2, 0, 1) / 255
-    bicubic = torch.from_numpy(np.asarray(Image.open(lr_path).resize((128, 128), Image.BICUBIC))).permute(2, 0, 1) / 255
+    out = torch.from_numpy(np.array(Image.open(record["output"]).convert("RGB"))).permute(2, 0, 1) / 255
+    bicubic = torch.from_numpy(np.array(Image.open(lr_path).resize((128, 128), Image.BICUBIC))).permute(2, 0, 1) / 255
     assert out.shape == (3, 128, 128)
     assert psnr(out[None], hr[None]).item() > psnr(bicubic[None], hr[None]).item()
 
