@@ -35,17 +35,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 from torchvision.utils import save_image
 
 from facetools_dapfsr import DAPFSR
 from facetools_dapfsr.adaptation.damma import DAMMAConfig, run_damma
-from facetools_dapfsr.evaluation.baselines import AdaINConfig, Exemplar, finetune_modulations
+from facetools_dapfsr.evaluation.baselines import AdaINConfig, Exemplar, finetune_modulations, restorer_with
 from facetools_dapfsr.evaluation.protocol import Domain, FaceStore, ProtocolConfig
 from facetools_dapfsr.hub.adapters import ALPHA_KEY, EXEMPLAR_CODE_KEY
 from facetools_dapfsr.losses import VGGFeatures
 from facetools_dapfsr.metrics.image import psnr, ssim, to_grey
-from facetools_dapfsr.models.consistency import consistent_faces
+from facetools_dapfsr.models.consistency import ConsistencyConfig
 
 
 def pick_faces(domain: Domain, illumination: str, exemplar_subject: str, count: int) -> tuple[int, list[int]]:
@@ -199,19 +198,11 @@ def main() -> None:
         )
         record[f"{name}_seconds"] = time.perf_counter() - started
 
-        def oracle_raw(x: torch.Tensor, adapted=adapted) -> torch.Tensor:
-            return functional_call(model.decoder, adapted, (model.encode(x),)).clamp(0, 1)
-
-        def oracle_consistent(x: torch.Tensor, adapted=adapted) -> torch.Tensor:
-            return consistent_faces(
-                lambda codes: functional_call(model.decoder, adapted, (codes,)),
-                model.encode(x),
-                x,
-                model.w_sigma,
-                cheap,
-            )
-
-        entry, columns[name] = scores(oracle_raw, oracle_consistent, lr, hr, valid, lr_size)
+        raw, consistent = (
+            restorer_with(model, adapted, ConsistencyConfig(enabled=False)),
+            restorer_with(model, adapted, cheap),
+        )
+        entry, columns[name] = scores(raw, consistent, lr, hr, valid, lr_size)
         entry["modulation_change"] = modulation_change(model, adapted)
         record["results"][f"{name}-{args.oracle_steps}"] = entry
         print(f"{name}-{args.oracle_steps}", json.dumps(entry), flush=True)

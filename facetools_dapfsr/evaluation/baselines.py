@@ -49,7 +49,7 @@ from facetools_dapfsr.adaptation.finetune import finetune_step
 from facetools_dapfsr.adaptation.lowrank import ModulationDelta
 from facetools_dapfsr.data.degradation import DegradationConfig, degrade
 from facetools_dapfsr.losses import VGGFeatures
-from facetools_dapfsr.models.consistency import consistent_faces
+from facetools_dapfsr.models.consistency import ConsistencyConfig, consistent_faces
 
 if TYPE_CHECKING:
     from facetools_dapfsr.evaluation.adain import StyleTransfer
@@ -218,18 +218,25 @@ class DirectFineTune(Method):
             raise ValueError("direct fine-tuning needs an exemplar")
         params = finetune_decoder(model, exemplar, self.config, self._features(model.w_mu.device))
 
-        def restore(lr: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                ws = model.encode(lr)
-            return consistent_faces(
-                lambda codes: functional_call(model.decoder, params, (codes,)),
-                ws,
-                lr,
-                model.w_sigma,
-                model.config.consistency,
-            )
+        yield restorer_with(model, params)
 
-        yield restore
+
+def restorer_with(
+    model: DAPFSR, params: dict[str, torch.Tensor], consistency: ConsistencyConfig | None = None
+) -> Restorer:
+    """``model.upscale`` with the decoder tensors in ``params`` (an adaptation kept outside the
+    model) in place of the model's own, made consistent with ``consistency`` (default: the
+    model's; ``ConsistencyConfig(enabled=False)``: the raw decoder output)."""
+    config = model.config.consistency if consistency is None else consistency
+
+    def restore(lr: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            ws = model.encode(lr)
+        return consistent_faces(
+            lambda codes: functional_call(model.decoder, params, (codes,)), ws, lr, model.w_sigma, config
+        )
+
+    return restore
 
 
 def finetune_decoder(
@@ -306,18 +313,7 @@ class AdaINAugment(Method):
         )
         adapted = finetune_modulations(model, stylised, exemplar, self.config, vgg)
 
-        def restore(lr: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                ws = model.encode(lr)
-            return consistent_faces(
-                lambda codes: functional_call(model.decoder, adapted, (codes,)),
-                ws,
-                lr,
-                model.w_sigma,
-                model.config.consistency,
-            )
-
-        yield restore
+        yield restorer_with(model, adapted)
 
 
 def finetune_modulations(
